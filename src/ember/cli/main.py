@@ -1,0 +1,102 @@
+"""``ember fit|validate|test|predict``: a Trainer, a model and data built from a config file and
+command-line overrides (``--trainer.max_epochs 3``, ``--model.init_args.lr 0.01``), on jsonargparse.
+
+Model and data are given by class path (``class_path: mypkg.MyModel`` + ``init_args``), so users'
+own classes work; the current directory is importable, as with ``python -m``.
+``--print_config`` prints the complete resolved configuration and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+SUBCOMMANDS = {
+    "fit": "Train a model (with validation when the data provides it).",
+    "validate": "Run one validation pass.",
+    "test": "Run one test pass and print the results.",
+    "predict": "Run predict_step over the predict data.",
+}
+
+
+def _stage_parser(name: str) -> Any:
+    import torch
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from ember.datamodule import DataModule
+    from ember.trainer import Trainer
+
+    parser = ArgumentParser(description=SUBCOMMANDS[name], exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (several may be given; later ones win).")
+    parser.add_argument("--seed_everything", type=int | None, default=None, help="Seed every RNG with this value.")
+    parser.add_class_arguments(Trainer, "trainer", fail_untyped=False, sub_configs=True)
+    parser.add_subclass_arguments(torch.nn.Module, "model", required=True, help="The model: class_path and init_args.")
+    parser.add_subclass_arguments(DataModule, "data", required=False, help="The data: class_path and init_args.")
+    return parser
+
+
+def build_parser() -> Any:
+    """The ``ember`` argument parser with one subcommand per Trainer entry point."""
+    from jsonargparse import ArgumentParser
+
+    import ember
+
+    parser = ArgumentParser(prog="ember", description="Ember: train, evaluate and predict with PyTorch models.", exit_on_error=False)
+    parser.add_argument("--version", action="version", version=f"ember {ember.__version__}")
+    subcommands = parser.add_subcommands(dest="subcommand", required=True)
+    for name in SUBCOMMANDS:
+        subcommands.add_subcommand(name, _stage_parser(name), help=SUBCOMMANDS[name])
+    return parser
+
+
+class EmberCLI:
+    """Parses arguments, builds the Trainer, model and datamodule, and (with ``run=True``) runs the
+    subcommand. Afterwards ``trainer``, ``model``, ``datamodule``, ``config`` and ``result`` are set.
+
+    Example (a script that fits, then tests the same model)::
+
+        cli = EmberCLI(["fit", "--config", "config.yaml"])
+        cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        self.parser = build_parser()
+        argv = list(sys.argv[1:] if args is None else args)
+        self.config = self.parser.parse_args(argv)
+        self.subcommand: str = self.config.subcommand
+        stage_config = self.config[self.subcommand]
+        if stage_config.get("seed_everything") is not None:
+            from ember.seed import seed_everything
+
+            seed_everything(stage_config.seed_everything)
+        init = self.parser.instantiate_classes(self.config)[self.subcommand]
+        self.trainer = init.trainer
+        self.model = init.model
+        self.datamodule = init.get("data")
+        self.result: Any = None
+        if run:
+            self.run()
+
+    def run(self) -> Any:
+        self.result = getattr(self.trainer, self.subcommand)(self.model, datamodule=self.datamodule)
+        return self.result
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ember`` console script; returns the exit status."""
+    from jsonargparse import ArgumentError
+
+    try:
+        EmberCLI(args)
+    except ArgumentError as err:
+        print(f"ember: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

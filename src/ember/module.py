@@ -1,0 +1,379 @@
+"""``ember.Module``: the convenient base class for models trained by the :class:`ember.Trainer`.
+
+The Trainer only needs the methods it calls (``training_step``, ``configure_optimizers``, ...),
+so any ``torch.nn.Module`` that provides them works; this base adds ``self.log``,
+``save_hyperparameters``, the no-op hooks, and the default behaviour of the overridable steps.
+
+Hooks listed here are never called unless a subclass overrides them: the Trainer builds its
+dispatch lists from the overridden methods once per run. See :mod:`ember.trainer.trainer` for
+the map of where each hook fires.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ember.runtime.precision import apply_to_tensors
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+class AttributeDict(dict):
+    """A dict whose keys read as attributes: ``self.hparams.lr``."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"no hyperparameter named {key!r}; known: {sorted(self)}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, str, numbers.Number)):
+        return not isinstance(value, complex)
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def plain_hyperparameters(values: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Keep the plain values (numbers, strings, bools, None, lists/dicts of them); warn about the rest."""
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if _is_plain(value):
+            kept[key] = list(value) if isinstance(value, tuple) else value
+        else:
+            warnings.warn(
+                f"{owner}.save_hyperparameters(): {key!r} is a {type(value).__name__}, not a plain value; "
+                f"it is not saved and must be passed again when loading (e.g. load_from_checkpoint(..., {key}=...))",
+                stacklevel=3,
+            )
+    return kept
+
+
+class Module(nn.Module):
+    """Base class for Ember models (Lightning's ``LightningModule`` names and semantics).
+
+    Example::
+
+        class Classifier(ember.Module):
+            def __init__(self, lr: float = 1e-3):
+                super().__init__()
+                self.save_hyperparameters()
+                self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = F.cross_entropy(self.net(x), y)
+                self.log("train_loss", loss, prog_bar=True)
+                return loss
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    """
+
+    #: Set to False to call ``self.optimizers()``, ``self.manual_backward()`` and ``opt.step()`` yourself.
+    automatic_optimization: bool = True
+    #: An example input (e.g. ``torch.zeros(1, 1, 8, 8)``) for the model summary and exports.
+    example_input_array: Any = None
+    _trainer: Trainer | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hparams = AttributeDict()
+
+    # ----------------------------------------------------------------- trainer context
+
+    @property
+    def trainer(self) -> Trainer:
+        """The Trainer running this module (raises when it is not attached to one)."""
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        object.__setattr__(self, "_trainer", trainer)
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            return t.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The hyperparameters stored by :meth:`save_hyperparameters`."""
+        if "_hparams" not in self.__dict__:
+            object.__setattr__(self, "_hparams", AttributeDict())
+        return self._hparams
+
+    def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None, logger: bool = True) -> None:
+        """Store ``__init__`` arguments (or the given names / a dict) in ``self.hparams`` as plain values.
+
+        Called without arguments from ``__init__``, it reads that call's arguments once (the only
+        frame inspection in Ember). Non-plain values (modules, callables) are left out with a warning.
+        """
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            values = dict(args[0])
+        else:
+            frame = inspect.currentframe()
+            caller = frame.f_back if frame is not None else None
+            if caller is None:
+                raise RuntimeError("save_hyperparameters() could not see the calling __init__")
+            init_locals = caller.f_locals
+            params = inspect.signature(type(self).__init__).parameters
+            names = [p for p in params if p != "self"]
+            if args:
+                unknown = [a for a in args if not isinstance(a, str) or a not in names]
+                if unknown:
+                    raise ValueError(f"save_hyperparameters(): {unknown} are not arguments of __init__ ({names})")
+                names = list(args)
+            values = {}
+            for name in names:
+                p = params.get(name)
+                if p is not None and p.kind is inspect.Parameter.VAR_KEYWORD:
+                    values.update(init_locals.get(name, {}))
+                elif p is not None and p.kind is inspect.Parameter.VAR_POSITIONAL:
+                    continue
+                elif name in init_locals:
+                    values[name] = init_locals[name]
+            del frame, caller
+        values = {k: v for k, v in values.items() if k not in ignored}
+        self.hparams.update(plain_hyperparameters(values, type(self).__name__))
+        object.__setattr__(self, "_log_hyperparams", logger)
+
+    # ----------------------------------------------------------------- logging
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool = True,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        sync_dist: bool = False,
+        batch_size: int | None = None,
+        add_dataloader_idx: bool = True,
+    ) -> None:
+        """Record a scalar (tensor, number or torchmetrics ``Metric``) under ``name``.
+
+        ``on_step``/``on_epoch`` default by stage, as in Lightning: training steps log per step,
+        validation/test and epoch-end hooks per epoch. Epoch values are reduced with ``reduce_fx``
+        ('mean' weighted by ``batch_size``, inferred from the batch when not given). Nothing is moved
+        to the host here.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            warnings.warn(f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2)
+            return
+        trainer._logging.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool = True,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        sync_dist: bool = False,
+        batch_size: int | None = None,
+        add_dataloader_idx: bool = True,
+    ) -> None:
+        """:meth:`log` every item of ``dictionary``."""
+        for name, value in dictionary.items():
+            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` only on the process of global rank zero."""
+        if self._trainer is None or self._trainer.is_global_zero:
+            print(*args, **kwargs)
+
+    # ----------------------------------------------------------------- steps
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step(batch, batch_idx) to be fit")
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement validation_step(batch, batch_idx) to validate")
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement test_step(batch, batch_idx) to test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """Default: ``self(batch)``, or ``self(x)`` for an ``(x, y)`` batch."""
+        if isinstance(batch, (list, tuple)) and len(batch) == 2:
+            batch = batch[0]
+        return self(batch)
+
+    def configure_optimizers(self) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement configure_optimizers() returning an optimizer, a list of them, "
+            "(optimizers, schedulers), or a dict with 'optimizer' and 'lr_scheduler'"
+        )
+
+    def configure_callbacks(self) -> Any:
+        """Callbacks this model always needs; they are added to (and replace same-type) Trainer callbacks."""
+        return []
+
+    # ----------------------------------------------------------------- optimization
+
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer (or list of them) from ``configure_optimizers``, for manual optimization."""
+        opts = self.trainer._manual_optimizers if use_pl_optimizer else self.trainer.optimizers
+        return opts[0] if len(opts) == 1 else opts
+
+    def lr_schedulers(self) -> Any:
+        """The scheduler (or list of them) from ``configure_optimizers``; None when there are none."""
+        scheds = [c.scheduler for c in self.trainer.lr_scheduler_configs]
+        if not scheds:
+            return None
+        return scheds[0] if len(scheds) == 1 else scheds
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward under manual optimization: applies the precision's loss scaling."""
+        self.trainer._fit_loop.manual_backward(loss, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        loss.backward(*args, **kwargs)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def clip_gradients(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip the gradients of the optimizer's parameters by norm (default) or value."""
+        if not gradient_clip_val:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if (gradient_clip_algorithm or "norm") == "norm":
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}; choose 'norm' or 'value'")
+
+    # ----------------------------------------------------------------- data hooks
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move every tensor of the batch to ``device`` (non-blocking from pinned memory)."""
+        return apply_to_tensors(batch, lambda t: t.to(device, non_blocking=True))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    # ----------------------------------------------------------------- utilities
+
+    def freeze(self) -> None:
+        """Stop gradients for every parameter and switch to eval mode."""
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        """Let every parameter take gradients again and switch to train mode."""
+        for p in self.parameters():
+            p.requires_grad = True
+        self.train()
+
+    def named_hooks(self) -> Iterator[str]:
+        """Names of the hooks this class overrides (what the Trainer will call)."""
+        return (name for name in HOOK_NAMES if getattr(type(self), name, None) is not getattr(Module, name, None))
+
+    # ----------------------------------------------------------------- no-op hooks
+
+    def on_fit_start(self) -> None: ...
+    def on_fit_end(self) -> None: ...
+    def on_train_start(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_train_epoch_start(self) -> None: ...
+    def on_train_epoch_end(self) -> None: ...
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any: ...
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
+    def on_validation_epoch_start(self) -> None: ...
+    def on_validation_epoch_end(self) -> None: ...
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_validation_model_eval(self) -> None: ...
+    def on_validation_model_train(self) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_before_backward(self, loss: torch.Tensor) -> None: ...
+    def on_after_backward(self) -> None: ...
+    def on_before_optimizer_step(self, optimizer: Any) -> None: ...
+    def on_before_zero_grad(self, optimizer: Any) -> None: ...
+    def on_exception(self, exception: BaseException) -> None: ...
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def setup(self, stage: str) -> None: ...
+    def teardown(self, stage: str) -> None: ...
+
+
+HOOK_NAMES = tuple(
+    name
+    for name in vars(Module)
+    if name.startswith("on_") or name in ("setup", "teardown")
+)

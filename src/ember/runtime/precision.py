@@ -1,0 +1,100 @@
+"""Numeric precision: autocast for the forward pass, a GradScaler for float16, dtype of 64-true."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_ALIASES: dict[Any, str] = {
+    "32-true": "32-true",
+    "32": "32-true",
+    32: "32-true",
+    "16-mixed": "16-mixed",
+    "16": "16-mixed",
+    16: "16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+    "64-true": "64-true",
+    "64": "64-true",
+    64: "64-true",
+}
+PRECISION_CHOICES = ("32-true", "16-mixed", "bf16-mixed", "64-true", 32, 16, "bf16", 64)
+
+
+def resolve_precision(value: Any) -> str:
+    """Normalise a user's ``precision`` to one of the canonical names, or raise ``ValueError``."""
+    if isinstance(value, bool) or value not in _ALIASES:
+        raise ValueError(f"precision={value!r} is not supported; choose one of {', '.join(map(repr, PRECISION_CHOICES))}")
+    return _ALIASES[value]
+
+
+class Precision:
+    """What a precision setting does to a step: an autocast context, a scaler and the input dtype."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name = resolve_precision(name)
+        self.device = device
+        self.autocast_dtype: torch.dtype | None = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(
+            self.name
+        )
+        self.param_dtype: torch.dtype | None = torch.float64 if self.name == "64-true" else None
+        self.scaler: torch.amp.GradScaler | None = None
+        if self.name == "16-mixed":
+            self.scaler = torch.amp.GradScaler(device.type)
+
+    @property
+    def is_mixed(self) -> bool:
+        return self.autocast_dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context that the forward pass (``*_step``) runs in."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def wrap(self, fn: Callable) -> Callable:
+        """``fn`` run under :meth:`autocast`; ``fn`` itself when there is nothing to do."""
+        if self.autocast_dtype is None:
+            return fn
+        device_type, dtype = self.device.type, self.autocast_dtype
+
+        def autocast_step(*args: Any, **kwargs: Any) -> Any:
+            with torch.autocast(device_type, dtype=dtype):
+                return fn(*args, **kwargs)
+
+        return autocast_step
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(dtype=self.param_dtype) if self.param_dtype is not None else module
+
+    def convert_input(self, batch: Any) -> Any:
+        """Cast floating-point tensors of a batch to the parameter dtype (64-true only)."""
+        if self.param_dtype is None:
+            return batch
+        dtype = self.param_dtype
+        return apply_to_tensors(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply ``fn`` to every tensor inside nested lists, tuples (named too) and dicts."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, dict):
+        return type(data)((k, apply_to_tensors(v, fn)) for k, v in data.items())
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(apply_to_tensors(v, fn) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_tensors(v, fn) for v in data)
+    if hasattr(data, "to") and callable(data.to) and not isinstance(data, type):
+        return fn(data)  # objects with a .to(), e.g. torch_geometric-style batches
+    return data

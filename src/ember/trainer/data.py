@@ -1,0 +1,131 @@
+"""Where a stage's data comes from, how much of it is used, and how several loaders are chained."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from ember.trainer.hooks import overrides
+
+LOADER_METHODS = {
+    "train": "train_dataloader",
+    "validate": "val_dataloader",
+    "test": "test_dataloader",
+    "predict": "predict_dataloader",
+}
+
+
+def _provides(obj: Any, method: str) -> bool:
+    from ember.datamodule import DataModule
+    from ember.module import Module
+
+    if obj is None or not callable(getattr(obj, method, None)):
+        return False
+    base = DataModule if isinstance(obj, DataModule) else Module
+    return not hasattr(base, method) or overrides(obj, method, base)
+
+
+def find_loaders(stage: str, explicit: Any, datamodule: Any, module: Any) -> Any:
+    """The loaders for ``stage``: given explicitly, else from the datamodule, else from the module."""
+    if explicit is not None:
+        return explicit
+    method = LOADER_METHODS[stage]
+    for source in (datamodule, module):
+        if _provides(source, method):
+            return getattr(source, method)()
+    return None
+
+
+def as_loader_list(loaders: Any, what: str) -> list[Any]:
+    """One loader or a list/tuple of them, as a list; anything not iterable raises ``TypeError``."""
+    if loaders is None:
+        return []
+    items = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+    for i, loader in enumerate(items):
+        if not isinstance(loader, Iterable):
+            raise TypeError(f"{what}[{i}] must be an iterable such as a DataLoader, got {type(loader).__name__}")
+    return items
+
+
+def check_limit(name: str, value: Any) -> int | float:
+    """``limit_*_batches``: a fraction in [0, 1] or a non-negative number of batches."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float fraction in [0.0, 1.0] or an int number of batches, got {value!r}")
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}={value!r}: a float must be a fraction in [0.0, 1.0] (use an int for a batch count)")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{name}={value!r}: a batch count must be >= 0")
+    return value
+
+
+def sized_length(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def num_batches(loader: Any, limit: int | float, name: str) -> int | None:
+    """Batches used per epoch (None: until the data ends)."""
+    length = sized_length(loader)
+    if isinstance(limit, float):
+        if length is None:
+            if limit not in (0.0, 1.0):
+                raise ValueError(f"{name}={limit} is a fraction, but the loader has no length; give an int number of batches")
+            return 0 if limit == 0.0 else None
+        n = int(length * limit)
+        return max(n, 1) if limit > 0 and length > 0 else n
+    return limit if length is None else min(length, limit)
+
+
+class Limited:
+    """Iterates over at most ``n`` batches of ``loader`` (for loaders without a length)."""
+
+    def __init__(self, loader: Iterable, n: int) -> None:
+        self.loader = loader
+        self.n = n
+
+    def __iter__(self) -> Iterator:
+        for i, batch in enumerate(self.loader):
+            if i >= self.n:
+                return
+            yield batch
+
+
+class EvalData:
+    """Several evaluation loaders chained into one epoch; ``dataloader_idx`` and ``batch_idx`` say
+    where the batch just yielded came from."""
+
+    def __init__(self, loaders: Sequence[Any], counts: Sequence[int | None]) -> None:
+        self.loaders = list(loaders)
+        self.counts = list(counts)
+        self.dataloader_idx = 0
+        self.batch_idx = -1
+        known = all(c is not None for c in self.counts)
+        self.total: int | None = sum(self.counts) if known else None  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator:
+        for idx, (loader, count) in enumerate(zip(self.loaders, self.counts)):
+            if count == 0:
+                continue
+            self.dataloader_idx = idx
+            for b, batch in enumerate(loader):
+                if count is not None and b >= count:
+                    break
+                self.batch_idx = b
+                yield batch
+
+
+def val_check_batch(val_check_interval: int | float, train_batches: int | None) -> int | None:
+    """Every how many training batches validation runs inside an epoch (None: only at epoch end)."""
+    if isinstance(val_check_interval, float):
+        if val_check_interval == 1.0:
+            return None
+        if train_batches is None:
+            raise ValueError(
+                f"val_check_interval={val_check_interval} is a fraction, but the training loader has no length; "
+                "give an int number of batches"
+            )
+        return max(1, math.floor(train_batches * val_check_interval))
+    return val_check_interval

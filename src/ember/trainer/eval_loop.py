@@ -1,0 +1,168 @@
+"""Validation, test and predict: one engine each, the same pattern, their own hooks.
+
+Each run chains the stage's loaders into one epoch (:class:`~ember.trainer.data.EvalData`),
+under ``torch.inference_mode`` (or ``no_grad`` with ``Trainer(inference_mode=False)``), with the
+module in eval mode; the module's train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.engine import Engine, Events, Priority
+from ember.trainer.data import EvalData
+from ember.trainer.hooks import Dispatch
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+HOOK_PREFIX = {"validate": "validation", "test": "test", "predict": "predict"}
+STEP_NAME = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+_DL_SUFFIX = re.compile(r"/dataloader_idx_(\d+)$")
+
+
+class EvalLoop:
+    """Runs one evaluation stage (``validate``, ``test`` or ``predict``) on its engine."""
+
+    def __init__(self, trainer: Trainer, stage: str) -> None:
+        self.trainer = trainer
+        self.stage = stage
+        self.prefix = HOOK_PREFIX[stage]
+        self.engine = Engine(self._unattached)
+        self.data: EvalData | None = None
+        self.predictions: list[list[Any]] = []
+        self.results: dict[str, float] = {}
+        self._handles: list[Any] = []
+
+    @staticmethod
+    def _unattached(engine: Engine, batch: Any) -> Any:
+        raise RuntimeError("this engine is run by the Trainer (trainer.validate/test/predict), not directly")
+
+    # ------------------------------------------------------------------ attach / detach
+
+    def attach(self, module: Any, dispatch: Dispatch) -> None:
+        tr = self.trainer
+        self.module, self.dispatch = module, dispatch
+        p = self.prefix
+        step_fn = tr.precision_plugin.wrap(getattr(module, STEP_NAME[self.stage]))
+        loop = self
+        if self.stage == "predict":
+
+            def predict_process(engine: Engine, batch: Any) -> Any:
+                data = loop.data
+                args = (batch, data.batch_idx, data.dataloader_idx) if len(data.loaders) > 1 else (batch, data.batch_idx)
+                out = step_fn(*args)
+                loop.predictions[data.dataloader_idx].append(out)
+                return out
+
+            self.engine._process_function = predict_process
+        else:
+            ctx = tr._logging.ctx
+
+            def eval_process(engine: Engine, batch: Any) -> Any:
+                data = loop.data
+                if len(data.loaders) > 1:
+                    ctx.dataloader_idx = data.dataloader_idx
+                    return step_fn(batch, data.batch_idx, data.dataloader_idx)
+                return step_fn(batch, data.batch_idx)
+
+            self.engine._process_function = eval_process
+        on = self._on
+        on(Events.STARTED, lambda e: self._call_level(f"on_{p}_start"))
+        on(Events.EPOCH_STARTED, self._on_epoch_started)
+        if dispatch.calls(f"on_{p}_batch_start"):
+            on(Events.ITERATION_STARTED, self._batch_hook(f"on_{p}_batch_start", with_output=False))
+        if dispatch.calls(f"on_{p}_batch_end"):
+            on(Events.ITERATION_COMPLETED, self._batch_hook(f"on_{p}_batch_end", with_output=True))
+        on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
+        on(Events.COMPLETED, lambda e: self._call_level(f"on_{p}_end"))
+        self._handles.append(self.engine.add_event_handler(Events.EXCEPTION_RAISED, tr._on_exception, priority=Priority.TRAINER_LAST))
+        transfer = tr._batch_transfer(module, lambda: loop.data.dataloader_idx)
+        if transfer is not None:
+            on(Events.GET_BATCH_COMPLETED, transfer)
+
+    def _on(self, event: Any, handler: Any) -> None:
+        self._handles.append(self.engine.add_event_handler(event, handler, priority=Priority.TRAINER))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # ------------------------------------------------------------------ handlers
+
+    def _call_level(self, hook: str) -> None:
+        ctx = self.trainer._logging.ctx
+        ctx.epoch_level = True
+        self.dispatch.call(hook)
+
+    def _on_epoch_started(self, engine: Engine) -> None:
+        ctx = self.trainer._logging.ctx
+        if ctx.store is not None:
+            ctx.store.reset()
+        self._call_level(f"on_{self.prefix}_epoch_start")
+        ctx.epoch_level = False
+
+    def _batch_hook(self, hook: str, with_output: bool) -> Any:
+        calls = self.dispatch.calls(hook)
+        loop = self
+
+        def batch_hook(engine: Engine) -> None:
+            data = loop.data
+            state = engine.state
+            args: tuple = (state.batch, data.batch_idx)
+            if with_output:
+                args = (state.output, *args)
+            if len(data.loaders) > 1:
+                args = (*args, data.dataloader_idx)
+            for fn in calls:
+                fn(*args)
+
+        return batch_hook
+
+    def _on_epoch_completed(self, engine: Engine) -> None:
+        tr = self.trainer
+        self._call_level(f"on_{self.prefix}_epoch_end")
+        if self.stage != "predict":
+            epoch = tr._current_epoch if tr._fitting else None
+            self.results = tr._logging.finish_epoch(tr._logging.ctx.store, tr.global_step, epoch)
+            tr._logging.save_loggers()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, loaders: list[Any], counts: list[int | None]) -> None:
+        """One pass over ``loaders`` (``counts`` batches each); hooks and logging as attached."""
+        tr = self.trainer
+        self.data = data = EvalData(loaders, counts)
+        self.predictions = [[] for _ in loaders]
+        self.results = {}
+        if data.total == 0:
+            return
+        tr._eval_total_batches = data.total
+        module = self.module
+        was_training = module.training
+        logging_stage = "validate" if self.stage == "validate" else self.stage
+        saved = tr._logging.enter(logging_stage, self.engine, multi_dataloader=len(loaders) > 1)
+        grad_context = torch.inference_mode() if tr.inference_mode else torch.no_grad()
+        try:
+            module.eval()
+            with grad_context:
+                self.engine.run(data, max_epochs=1, epoch_length=data.total)
+        finally:
+            tr._logging.restore(saved)
+            module.train(was_training)
+
+    def results_per_dataloader(self, n: int) -> list[dict[str, float]]:
+        """Split this run's results by the ``/dataloader_idx_N`` suffix (shared names go to all)."""
+        out: list[dict[str, float]] = [{} for _ in range(n)]
+        for key, value in self.results.items():
+            m = _DL_SUFFIX.search(key)
+            if m is not None and int(m.group(1)) < n:
+                out[int(m.group(1))][key] = value
+            else:
+                for d in out:
+                    d[key] = value
+        return out

@@ -1,0 +1,337 @@
+"""The training side of ``Trainer.fit``: the process function and the handlers on the train engine.
+
+The process function is built once per run for the configuration at hand (precision, gradient
+accumulation, clipping, overridden hooks), so a plain run pays for none of what it does not use.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.engine import Events, Priority
+from ember.module import Module
+from ember.trainer.hooks import Dispatch, overrides
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+class StepOptimizer:
+    """An optimizer as the module sees it under manual optimization (``self.optimizers()``) and in
+    an overridden ``optimizer_step``: ``step()`` applies the precision's scaler, runs the
+    ``on_before_optimizer_step`` hooks and counts the global step. Everything else is forwarded."""
+
+    def __init__(self, optimizer: Any, loop: FitLoop, clip: Any = None) -> None:
+        self.optimizer = optimizer
+        self._loop = loop
+        self._clip = clip  # the Trainer's gradient clipping, applied in automatic optimization only
+
+    def step(self, closure: Any = None, **kwargs: Any) -> Any:
+        loop = self._loop
+        for hook in loop.dispatch.calls("on_before_optimizer_step"):
+            hook(self.optimizer)
+        scaler = loop.scaler
+        if self._clip is not None:
+            self._clip(self.optimizer)
+        if scaler is not None:
+            if closure is not None:
+                closure()
+            out = scaler.step(self.optimizer, **kwargs)
+            scaler.update()
+        else:
+            out = self.optimizer.step(closure=closure, **kwargs) if closure is not None else self.optimizer.step(**kwargs)
+        loop.global_step += 1
+        return out
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for hook in self._loop.dispatch.calls("on_before_zero_grad"):
+            hook(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"StepOptimizer({self.optimizer!r})"
+
+
+class FitLoop:
+    """Builds and attaches the training process function and handlers for one ``fit`` call."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.global_step = 0
+        self.epoch_base = 1  # state.iteration of the epoch's first batch
+        self.micro = 0  # micro-batches accumulated since the last optimizer step
+        self.dispatch: Dispatch | None = None  # type: ignore[assignment]
+        self.scaler: Any = None
+        self._handles: list[Any] = []
+
+    # ------------------------------------------------------------------ attach / detach
+
+    def attach(self, module: Any, dispatch: Dispatch, train_data: Any, epoch_length: int | None) -> None:
+        tr = self.trainer
+        engine = tr.train_engine
+        self.module, self.dispatch, self.train_data = module, dispatch, train_data
+        self.sized = epoch_length is not None
+        self.scaler = tr.precision_plugin.scaler
+        self.micro = 0
+        if module.automatic_optimization is not False and len(tr.optimizers) > 1:
+            raise ValueError(
+                f"configure_optimizers() returned {len(tr.optimizers)} optimizers; automatic optimization uses one. "
+                "Set self.automatic_optimization = False and step them yourself"
+            )
+        engine._process_function = self._build_process(module, dispatch)
+        on = self._on
+        on(Events.STARTED, self._on_started)
+        on(Events.EPOCH_STARTED, self._on_epoch_started)
+        if dispatch.calls("on_train_batch_start"):
+            on(Events.ITERATION_STARTED, self._on_iteration_started)
+        on(Events.ITERATION_COMPLETED, self._build_iteration_completed(dispatch))
+        on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
+        on(Events.COMPLETED, self._on_completed)
+        self._handles.append(engine.add_event_handler(Events.EXCEPTION_RAISED, tr._on_exception, priority=Priority.TRAINER_LAST))
+        transfer = tr._batch_transfer(module, lambda: 0)
+        if transfer is not None:
+            on(Events.GET_BATCH_COMPLETED, transfer)
+
+    def _on(self, event: Any, handler: Any) -> None:
+        self._handles.append(self.trainer.train_engine.add_event_handler(event, handler, priority=Priority.TRAINER))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # ------------------------------------------------------------------ the step
+
+    def _build_process(self, module: Any, dispatch: Dispatch) -> Any:
+        tr = self.trainer
+        step = tr.precision_plugin.wrap(module.training_step)
+        if module.automatic_optimization is False:
+
+            def manual_process(engine: Any, batch: Any) -> Any:
+                return step(batch, engine.state.iteration - self.epoch_base)
+
+            return manual_process
+
+        accumulate = tr.accumulate_grad_batches
+        scaler = self.scaler
+        before_backward = dispatch.calls("on_before_backward")
+        after_backward = dispatch.calls("on_after_backward")
+        backward = module.backward if overrides(module, "backward", Module) else None
+        optimizer_step = self._optimizer_step = self._build_optimizer_step(module, dispatch)
+        loop = self
+
+        def training_process(engine: Any, batch: Any) -> Any:
+            state = engine.state
+            batch_idx = state.iteration - loop.epoch_base
+            out = step(batch, batch_idx)
+            if type(out) is torch.Tensor:
+                loss = out
+            elif out is None:
+                return None
+            elif isinstance(out, Mapping):
+                loss = out.get("loss")
+                if not isinstance(loss, torch.Tensor):
+                    raise ValueError(f"training_step returned a dict without a tensor under 'loss' (keys: {sorted(out)})")
+            elif isinstance(out, torch.Tensor):
+                loss = out
+            else:
+                raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(out).__name__}")
+            if accumulate != 1:
+                loss = loss / accumulate
+            for hook in before_backward:
+                hook(loss)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            elif backward is not None:
+                backward(loss)
+            else:
+                loss.backward()
+            for hook in after_backward:
+                hook()
+            loop.micro += 1
+            if loop.micro >= accumulate or batch_idx + 1 == state.epoch_length:
+                optimizer_step(batch_idx)
+            return out
+
+        return training_process
+
+    def _build_optimizer_step(self, module: Any, dispatch: Dispatch) -> Any:
+        tr = self.trainer
+        optimizers = tr.optimizers
+        if not optimizers:
+
+            def no_optimizer_step(batch_idx: int) -> None:
+                self.micro = 0
+                self.global_step += 1
+
+            return no_optimizer_step
+        opt = optimizers[0]
+        scaler = self.scaler
+        before_step = dispatch.calls("on_before_optimizer_step")
+        before_zero = dispatch.calls("on_before_zero_grad")
+        clip_val = tr.gradient_clip_val
+        clip_alg = tr.gradient_clip_algorithm
+        custom_clip = overrides(module, "configure_gradient_clipping", Module)
+        custom_step = overrides(module, "optimizer_step", Module)
+        custom_zero = overrides(module, "optimizer_zero_grad", Module)
+        params = [p for group in opt.param_groups for p in group["params"]]
+
+        def clip(optimizer: Any) -> None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if custom_clip:
+                module.configure_gradient_clipping(optimizer, clip_val, clip_alg)
+            elif clip_alg == "value":
+                torch.nn.utils.clip_grad_value_(params, clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, clip_val)
+
+        clipping = clip if (clip_val or custom_clip) else None
+        wrapped = StepOptimizer(opt, self, clipping) if custom_step else None
+        step_schedulers = [c for c in tr.lr_scheduler_configs if c.interval == "step"]
+        loop = self
+
+        def optimizer_step(batch_idx: int) -> None:
+            loop.micro = 0
+            if custom_step:
+                module.optimizer_step(tr.current_epoch, batch_idx, wrapped, None)  # counts the step itself
+            else:
+                for hook in before_step:
+                    hook(opt)
+                if clipping is not None:
+                    clipping(opt)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                loop.global_step += 1
+            for hook in before_zero:
+                hook(opt)
+            if custom_zero:
+                module.optimizer_zero_grad(tr.current_epoch, batch_idx, opt)
+            else:
+                opt.zero_grad(set_to_none=True)
+            for cfg in step_schedulers:
+                if loop.global_step % cfg.frequency == 0:
+                    tr._step_scheduler(cfg)
+
+        return optimizer_step
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        dispatch = self.dispatch
+        for hook in dispatch.calls("on_before_backward"):
+            hook(loss)
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        if overrides(self.module, "backward", Module):
+            self.module.backward(loss, *args, **kwargs)
+        else:
+            loss.backward(*args, **kwargs)
+        for hook in dispatch.calls("on_after_backward"):
+            hook()
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_started(self, engine: Any) -> None:
+        tr = self.trainer
+        tr._logging.enter("train", engine)
+        self.dispatch.call("on_fit_start")
+        tr._run_sanity_check()
+        self.dispatch.call("on_train_start")
+
+    def _on_epoch_started(self, engine: Any) -> None:
+        tr = self.trainer
+        state = engine.state
+        self.epoch_base = state.iteration + 1
+        tr._current_epoch = state.epoch - 1
+        engine.set_data(self.train_data)  # a fresh pass over the data every epoch, as in Lightning
+        if not self.sized:
+            state.epoch_length = None  # the data decides where each epoch ends
+        sampler = getattr(self.train_data, "sampler", None)
+        for s in (sampler, getattr(self.train_data, "batch_sampler", None)):
+            if hasattr(s, "set_epoch"):
+                s.set_epoch(tr._current_epoch)
+        ctx = tr._logging.ctx
+        ctx.store.reset()
+        ctx.epoch_level = True
+        self.dispatch.call("on_train_epoch_start")
+        ctx.epoch_level = False
+
+    def _on_iteration_started(self, engine: Any) -> None:
+        state = engine.state
+        batch_idx = state.iteration - self.epoch_base
+        for hook in self.dispatch.calls("on_train_batch_start"):
+            if hook(state.batch, batch_idx) == -1:
+                engine.terminate_epoch()
+
+    def _build_iteration_completed(self, dispatch: Dispatch) -> Any:
+        tr = self.trainer
+        batch_end = dispatch.calls("on_train_batch_end")
+        log_every = tr.log_every_n_steps
+        logging = tr._logging
+        store = logging.store_for("train")
+        val_every = tr._val_check_batch
+        max_steps = tr.max_steps if tr.max_steps is not None else math.inf
+        deadline_box = tr._deadline_box
+        loop = self
+
+        def on_iteration_completed(engine: Any) -> None:
+            state = engine.state
+            batch_idx = state.iteration - loop.epoch_base
+            for hook in batch_end:
+                hook(state.output, state.batch, batch_idx)
+            if store.step_dirty and state.iteration % log_every == 0:
+                logging.flush_steps(loop.global_step)
+            if val_every is not None and (batch_idx + 1) % val_every == 0 and batch_idx + 1 != state.epoch_length:
+                tr._run_validation()
+            if loop.global_step >= max_steps or tr.should_stop or (deadline_box[0] and time.monotonic() >= deadline_box[0]):
+                loop._maybe_stop(engine)
+
+        return on_iteration_completed
+
+    def _maybe_stop(self, engine: Any) -> None:
+        tr = self.trainer
+        if tr.max_steps is not None and self.global_step >= tr.max_steps:
+            engine.terminate()
+            return
+        if tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0]:
+            tr.should_stop = True
+            engine.terminate()
+            return
+        if tr.should_stop:
+            if tr.current_epoch >= (tr.min_epochs or 0) and self.global_step >= (tr.min_steps or 0):
+                engine.terminate()
+
+    def _on_epoch_completed(self, engine: Any) -> None:
+        tr = self.trainer
+        state = engine.state
+        if self.micro:  # leftover micro-batches of an epoch whose length was not known
+            self._optimizer_step(state.iteration - self.epoch_base)
+        if tr._validation_due(state.epoch):
+            tr._run_validation()
+        logging = tr._logging
+        ctx = logging.ctx
+        ctx.epoch_level = True
+        self.dispatch.call("on_train_epoch_end")
+        logging.finish_epoch(ctx.store, self.global_step, epoch=tr._current_epoch)
+        for cfg in tr.lr_scheduler_configs:
+            if cfg.interval == "epoch" and state.epoch % cfg.frequency == 0:
+                tr._step_scheduler(cfg)
+        logging.save_loggers()
+        tr._current_epoch = state.epoch
+        ctx.epoch_level = False
+        if tr.should_stop or self.global_step >= (tr.max_steps if tr.max_steps is not None else math.inf):
+            self._maybe_stop(engine)
+
+    def _on_completed(self, engine: Any) -> None:
+        self.dispatch.call("on_train_end")
+        self.dispatch.call("on_fit_end")

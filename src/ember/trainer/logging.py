@@ -1,0 +1,236 @@
+"""The Trainer's side of ``self.log``: which stage is running, the result stores, the metric views
+(``callback_metrics``, ``logged_metrics``, ``progress_bar_metrics``) and writing to loggers.
+
+The running stage lives on :class:`LogContext`, a plain object the loops update where the stage
+or hook level changes — never per call, never by inspecting frames.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+
+from ember.trainer.results import LoggedValue, ResultStore, is_metric_object, resolve_reduce_fx, to_float_tensors
+
+STAGES = ("train", "sanity_check", "validate", "test", "predict")
+
+
+class LogContext:
+    """Which stage and hook level is running, for ``self.log`` defaults and validation."""
+
+    __slots__ = ("stage", "store", "epoch_level", "dataloader_idx", "multi_dataloader", "engine", "_bs_batch", "_bs")
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.store: ResultStore | None = None
+        self.epoch_level = False
+        self.dataloader_idx = 0
+        self.multi_dataloader = False
+        self.engine: Any = None
+        self._bs_batch: Any = None
+        self._bs = 1
+
+    def batch_size(self) -> int:
+        """The size of the current batch (first dimension of its first tensor), cached per batch."""
+        batch = self.engine.state.batch if self.engine is not None else None
+        if batch is not self._bs_batch:
+            self._bs_batch = batch
+            self._bs = _infer_batch_size(batch)
+        return self._bs
+
+
+def _infer_batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, dict):
+        for v in batch.values():
+            return _infer_batch_size(v)
+    if isinstance(batch, (list, tuple)) and batch:
+        return _infer_batch_size(batch[0])
+    return 1
+
+
+class TrainerLogging:
+    """Owns the result stores and the metric views of one Trainer."""
+
+    def __init__(self) -> None:
+        self.ctx = LogContext()
+        self.loggers: list[Any] = []
+        self.stores: dict[str, ResultStore] = {}
+        self.callback: dict[str, torch.Tensor] = {}
+        self.logged: dict[str, Any] = {}
+        self.progress: dict[str, float] = {}
+        self._progress_sources: dict[str, LoggedValue] = {}
+        self.enabled = True  # False while sanity checking: nothing reaches loggers or metrics
+
+    # ---------------------------------------------------------------- stage switching
+
+    def store_for(self, stage: str) -> ResultStore:
+        store = self.stores.get(stage)
+        if store is None:
+            store = self.stores[stage] = ResultStore(stage)
+        return store
+
+    def enter(self, stage: str, engine: Any, multi_dataloader: bool = False) -> tuple:
+        """Make ``stage`` the running one; returns the previous context for :meth:`restore`."""
+        ctx = self.ctx
+        saved = (ctx.stage, ctx.store, ctx.epoch_level, ctx.dataloader_idx, ctx.multi_dataloader, ctx.engine)
+        ctx.stage, ctx.store, ctx.engine = stage, self.store_for(stage), engine
+        ctx.epoch_level, ctx.dataloader_idx, ctx.multi_dataloader = True, 0, multi_dataloader
+        return saved
+
+    def restore(self, saved: tuple) -> None:
+        ctx = self.ctx
+        ctx.stage, ctx.store, ctx.epoch_level, ctx.dataloader_idx, ctx.multi_dataloader, ctx.engine = saved
+
+    # ---------------------------------------------------------------- self.log
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        sync_dist: bool,
+        batch_size: int | None,
+        add_dataloader_idx: bool,
+    ) -> None:
+        ctx = self.ctx
+        store = ctx.store
+        if store is None:
+            raise RuntimeError(f"self.log({name!r}) was called outside fit/validate/test/predict")
+        if ctx.stage == "predict":
+            raise RuntimeError(f"self.log({name!r}) is not supported while predicting")
+        if type(name) is not str or not name:
+            raise TypeError(f"self.log: name must be a non-empty string, got {name!r}")
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"self.log({name!r}): value must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            if value.requires_grad:
+                value = value.detach()
+        elif not (isinstance(value, numbers.Real) or is_metric_object(value)):
+            raise TypeError(
+                f"self.log({name!r}): value must be a number, a scalar tensor or a torchmetrics Metric, "
+                f"got {type(value).__name__}"
+            )
+        training = ctx.stage == "train"
+        epoch_level = ctx.epoch_level
+        if on_step is None:
+            on_step = training and not epoch_level
+        elif on_step and epoch_level:
+            raise ValueError(f"self.log({name!r}, on_step=True) is not allowed in an epoch-level hook; log it with on_epoch=True")
+        if on_epoch is None:
+            on_epoch = not training or epoch_level
+        if not (on_step or on_epoch):
+            raise ValueError(f"self.log({name!r}): on_step and on_epoch are both False, so it would never be recorded")
+        reduce = resolve_reduce_fx(reduce_fx)
+        if ctx.multi_dataloader and add_dataloader_idx:
+            name = f"{name}/dataloader_idx_{ctx.dataloader_idx}"
+        if on_epoch and reduce == "mean":
+            weight = ctx.batch_size() if batch_size is None else batch_size
+        else:
+            weight = 1
+        store.log(name, value, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, weight)
+
+    # ---------------------------------------------------------------- views
+
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        """Latest value of everything logged: finished epochs' values, then live step values."""
+        out = dict(self.callback)
+        for store in self.stores.values():
+            for v in store.values.values():
+                if v.on_step and v.last is not None:
+                    value = _as_tensor(v.last)
+                    out[v.name + "_step" if v.on_epoch else v.name] = value
+                    if not v.on_epoch:
+                        out[v.name] = value
+            if self.ctx.store is store and self.ctx.epoch_level:
+                for key, (v, value) in store.epoch_values().items():
+                    out[key] = _as_tensor(value)
+                    out[v.name] = out[key]
+        return out
+
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """``prog_bar`` values as floats (one host transfer for everything pending)."""
+        live = []
+        for store in self.stores.values():
+            for v in store.values.values():
+                if v.prog_bar and v.on_step and v.last is not None:
+                    live.append((v.name + "_step" if v.on_epoch else v.name, v.last))
+        if live:
+            floats = to_float_tensors([val for _, val in live])
+            for (key, _), f in zip(live, floats):
+                self.progress[key] = f
+        return dict(self.progress)
+
+    # ---------------------------------------------------------------- writing
+
+    def flush_steps(self, step: int) -> None:
+        """Send pending step values of the running stage to the loggers (one transfer)."""
+        store = self.ctx.store
+        if store is None or not store.step_dirty:
+            return
+        store.step_dirty = False
+        pending = store.step_values()
+        for v in pending.values():
+            v.step_pending = False
+        keys = [k for k, v in pending.items() if v.logger]
+        if not keys or not self.enabled:
+            return
+        floats = to_float_tensors([pending[k].last for k in keys])
+        metrics = dict(zip(keys, floats))
+        self.logged.update(metrics)
+        for lg in self.loggers:
+            lg.log_metrics(metrics, step)
+
+    def finish_epoch(self, store: ResultStore, step: int, epoch: int | None) -> dict[str, float]:
+        """Reduce ``store``'s epoch values into the views and the loggers; returns them as floats."""
+        if not self.enabled:
+            store.reset()
+            return {}
+        items = store.epoch_values()
+        steps = store.step_values(only_pending=False)
+        keys = list(items)
+        floats = to_float_tensors([_as_tensor(value) for _, value in items.values()]) if keys else []
+        result: dict[str, float] = {}
+        to_log: dict[str, float] = {}
+        for key, f, (v, value) in zip(keys, floats, items.values()):
+            tensor = _as_tensor(value)
+            self.callback[key] = tensor
+            self.callback[v.name] = tensor
+            result[v.name] = f
+            if v.prog_bar:
+                self.progress[v.name] = f
+            if v.logger:
+                to_log[key] = f
+        for key, v in steps.items():
+            self.callback[key] = _as_tensor(v.last)
+            if not v.on_epoch:
+                self.callback[v.name] = self.callback[key]
+        if to_log:
+            if epoch is not None:
+                to_log["epoch"] = float(epoch)
+            self.logged.update(to_log)
+            for lg in self.loggers:
+                lg.log_metrics(to_log, step)
+        store.reset()
+        return result
+
+    def save_loggers(self) -> None:
+        for lg in self.loggers:
+            lg.save()
+
+    def reset_views(self) -> None:
+        self.stores.clear()
+        self.callback.clear()
+        self.logged.clear()
+        self.progress.clear()
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
