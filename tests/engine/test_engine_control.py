@@ -471,3 +471,39 @@ def test_engine_runs_again_after_an_exception():
         engine.run([1, 2, 3])
     state = engine.run([4, 5])  # the failed one-epoch run is over: a fresh run starts
     assert (state.epoch, state.iteration, state.output) == (1, 2, 5)
+
+
+def test_terminate_epoch_in_the_first_epoch_of_data_without_len():
+    class Reiterable:
+        def __iter__(self):
+            return iter(range(4))
+
+    run = Run()
+    run.engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate_epoch())
+    state = run.engine.run(Reiterable(), max_epochs=2)
+    assert [(e, b) for e, _, b in run.processed] == [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (2, 3)]
+    assert (state.epoch_length, state.iteration) == (4, 6)  # learnt from the full second epoch
+
+
+@pytest.mark.parametrize("how", ["terminate", "interrupt"])
+def test_setting_max_epochs_to_none_restarts_an_unfinished_run(how):
+    # Ignite's documented restart idiom: `trainer.state.max_epochs = None; trainer.run(...)`
+    run = Run()
+    handle = run.engine.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: getattr(e, how)())
+    run.engine.run([1, 2, 3, 4, 5], max_epochs=2)
+    assert run.engine.state.iteration == 3
+    handle.remove()
+    run.engine.state.max_epochs = None
+    del run.log[:]
+    state = run.engine.run([7, 8], max_epochs=1)
+    assert run.log == [("S", 0, 0), ("ES", 1, 0), ("IC", 1, 1), ("IC", 1, 2), ("EC", 1, 2), ("C", 1, 2)]
+    assert (state.epoch, state.iteration, state.epoch_length, state.output) == (1, 2, 2, (2, 8))
+
+
+def test_interrupted_run_resumed_with_new_data_takes_the_next_batch_from_it():
+    run = Run()
+    run.engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
+    run.engine.run([1, 2, 3, 4], max_epochs=1)
+    run.engine.run(["a", "b", "c", "d"])
+    assert [b for _, _, b in run.processed] == [1, 2, "a", "b"]
+    assert run.engine.state.iteration == 4

@@ -53,7 +53,9 @@ def test_counter_for_get_batch_events_is_the_iteration_before_the_increment():
 def test_started_and_completed_filters_count_epochs():
     engine = Engine(lambda e, b: b)
     counts: list[tuple[str, int]] = []
-    engine.add_event_handler(Events.STARTED(event_filter=lambda e, n: counts.append(("STARTED", n)) or True), lambda: None)
+    engine.add_event_handler(
+        Events.STARTED(event_filter=lambda e, n: counts.append(("STARTED", n)) or True), lambda: None
+    )
     engine.add_event_handler(
         Events.COMPLETED(event_filter=lambda e, n: counts.append(("COMPLETED", n)) or True), lambda: None
     )
@@ -89,7 +91,9 @@ def test_event_filter_gets_the_engine_and_the_counter():
         return epoch in (1, 5)
 
     hits = []
-    engine.add_event_handler(Events.EPOCH_STARTED(event_filter=only_first_and_fifth), lambda e: hits.append(e.state.epoch))
+    engine.add_event_handler(
+        Events.EPOCH_STARTED(event_filter=only_first_and_fifth), lambda e: hits.append(e.state.epoch)
+    )
     engine.run([0], max_epochs=6)
     assert hits == [1, 5]
     assert calls == [(engine, n) for n in range(1, 7)]
@@ -98,7 +102,9 @@ def test_event_filter_gets_the_engine_and_the_counter():
 def test_filtered_handler_gets_extra_args():
     engine = Engine(lambda e, b: b)
     hits = []
-    engine.add_event_handler(Events.ITERATION_COMPLETED(every=2), lambda e, tag, scale=1: hits.append((tag, scale)), "t", scale=3)
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=2), lambda e, tag, scale=1: hits.append((tag, scale)), "t", scale=3
+    )
     engine.run([1, 2, 3, 4])
     assert hits == [("t", 3), ("t", 3)]
 
@@ -278,7 +284,7 @@ def test_unregistered_events_are_rejected():
         engine.add_event_handler(BackpropEvents.BACKWARD_STARTED, lambda e: None)
     with pytest.raises(ValueError, match=r"unknown event 'nope'"):
         engine.add_event_handler("nope", lambda e: None)
-    with pytest.raises(ValueError, match="register it with engine.register_events"):
+    with pytest.raises(ValueError, match=r"register it with engine\.register_events"):
         engine.fire_event(BackpropEvents.BACKWARD_STARTED)
     with pytest.raises(TypeError, match="an event must be"):
         engine.add_event_handler(42, lambda e: None)
@@ -290,3 +296,8 @@ def test_register_events_validates_its_arguments():
         engine.register_events(3.0)
     with pytest.raises(TypeError, match="event_to_attr values must be state attribute names"):
         engine.register_events("ev", event_to_attr={"ev": 1})
+
+
+def test_events_without_a_state_counter_filter_by_how_often_they_fired():
+    # DATALOADER_STOP_ITERATION fires at iterations 3, 6 and 9 here; every=2 keeps the 2nd firing
+    assert fired_at(Events.DATALOADER_STOP_ITERATION(every=2), data=range(3), max_epochs=2, epoch_length=5) == [6]

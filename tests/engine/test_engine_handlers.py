@@ -170,7 +170,9 @@ def test_incompatible_handler_fails_at_add_time_naming_the_handler():
 
     with pytest.raises(ValueError, match=r"handler \S*needs_three\(engine, a, b\) for event ITERATION_COMPLETED"):
         engine.add_event_handler(Events.ITERATION_COMPLETED, needs_three)
-    with pytest.raises(ValueError, match=r"cannot be called as \S*needs_three\(engine, 1, c=2\) nor without the engine"):
+    with pytest.raises(
+        ValueError, match=r"cannot be called as \S*needs_three\(engine, 1, c=2\) nor without the engine"
+    ):
         engine.add_event_handler(Events.ITERATION_COMPLETED, needs_three, 1, c=2)
     with pytest.raises(ValueError, match=r"needs_three"):
         engine.on(Events.STARTED)(needs_three)
@@ -188,10 +190,10 @@ def test_incompatible_handler_in_an_events_list_attaches_nothing():
         pass
 
     # no_args fits STARTED, but EXCEPTION_RAISED passes the exception: nothing may be attached
-    with pytest.raises(ValueError, match="no_args.*EXCEPTION_RAISED"):
+    with pytest.raises(ValueError, match=r"no_args.*EXCEPTION_RAISED"):
         engine.add_event_handler(Events.STARTED | Events.EXCEPTION_RAISED, no_args)
     # two_args fits EXCEPTION_RAISED (engine, exception), not ITERATION_COMPLETED
-    with pytest.raises(ValueError, match="two_args.*ITERATION_COMPLETED"):
+    with pytest.raises(ValueError, match=r"two_args.*ITERATION_COMPLETED"):
         engine.add_event_handler(Events.EXCEPTION_RAISED | Events.ITERATION_COMPLETED, two_args)
     assert not engine.has_event_handler(no_args)
     assert not engine.has_event_handler(two_args)

@@ -242,7 +242,7 @@ def test_run_argument_validation(kwargs, error, match):
 
 def test_run_rejects_non_iterable_data_and_missing_data():
     engine = Engine(lambda e, b: b)
-    with pytest.raises(TypeError, match="data must be iterable.*int"):
+    with pytest.raises(TypeError, match=r"data must be iterable.*int"):
         engine.run(5)
     with pytest.raises(ValueError, match="needs data"):
         engine.run()

@@ -1,5 +1,5 @@
 """The ``ember`` command: ``ember fit|validate|test|predict --config FILE.yaml``."""
 
-from ember.cli.main import EmberCLI, main
+from ember.cli.main import ConfigError, EmberCLI, main
 
-__all__ = ["EmberCLI", "main"]
+__all__ = ["ConfigError", "EmberCLI", "main"]

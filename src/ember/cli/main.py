@@ -51,6 +51,10 @@ def build_parser() -> Any:
     return parser
 
 
+class ConfigError(ValueError):
+    """The command line or config file asked for something invalid (raised before any training)."""
+
+
 class EmberCLI:
     """Parses arguments, builds the Trainer, model and datamodule, and (with ``run=True``) runs the
     subcommand. Afterwards ``trainer``, ``model``, ``datamodule``, ``config`` and ``result`` are set.
@@ -64,16 +68,21 @@ class EmberCLI:
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
+        from jsonargparse import ArgumentError
+
         self.parser = build_parser()
         argv = list(sys.argv[1:] if args is None else args)
-        self.config = self.parser.parse_args(argv)
-        self.subcommand: str = self.config.subcommand
-        stage_config = self.config[self.subcommand]
-        if stage_config.get("seed_everything") is not None:
-            from ember.seed import seed_everything
+        try:
+            self.config = self.parser.parse_args(argv)
+            self.subcommand: str = self.config.subcommand
+            stage_config = self.config[self.subcommand]
+            if stage_config.get("seed_everything") is not None:
+                from ember.seed import seed_everything
 
-            seed_everything(stage_config.seed_everything)
-        init = self.parser.instantiate_classes(self.config)[self.subcommand]
+                seed_everything(stage_config.seed_everything)
+            init = self.parser.instantiate_classes(self.config)[self.subcommand]
+        except (ArgumentError, ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from err
         self.trainer = init.trainer
         self.model = init.model
         self.datamodule = init.get("data")
@@ -88,11 +97,9 @@ class EmberCLI:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``ember`` console script; returns the exit status."""
-    from jsonargparse import ArgumentError
-
     try:
         EmberCLI(args)
-    except ArgumentError as err:
+    except ConfigError as err:
         print(f"ember: error: {err}", file=sys.stderr)
         return 2
     return 0

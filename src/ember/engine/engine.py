@@ -424,8 +424,9 @@ class Engine:
     ) -> State:
         """Run over ``data`` (see the module docstring for the event map) and return ``state``.
 
-        A fresh run starts when the engine has never run or its last run is done; otherwise
-        (after ``interrupt()``, ``terminate()`` or ``load_state_dict()``) it continues, and a larger
+        A fresh run starts when the engine has never run, its last run is done, or
+        ``state.max_epochs`` (and ``state.max_iters``) were set to ``None``; otherwise (after
+        ``interrupt()``, ``terminate()`` or ``load_state_dict()``) it continues, and a larger
         ``max_epochs`` extends it.
         """
         if data is not None and not isinstance(data, Iterable):
@@ -436,11 +437,13 @@ class Engine:
         if max_epochs is not None and max_iters is not None:
             raise ValueError("give `max_epochs` or `max_iters`, not both")
         s = self.state
-        if self._started:  # resuming an interrupted run
+        # never run, or Ignite's way to restart an unfinished run: `state.max_epochs = None`
+        unset = s.max_epochs is None and s.max_iters is None
+        if self._started and not unset:  # resuming an interrupted run
             if data is not None and data is not s.dataloader:
                 self.set_data(data)
             self._extend(max_epochs, max_iters)
-        elif (s.max_epochs is None and s.max_iters is None) or self._is_done():
+        elif unset or self._is_done():
             if data is None:
                 raise ValueError("run() needs data for a new run")
             if epoch_length is None:
@@ -458,7 +461,7 @@ class Engine:
             s.metrics = {}
             s.output = s.batch = None
             self._data_iter = None
-            self._in_epoch = False
+            self._started = self._in_epoch = False
             self._resume_epoch_iter = None
         else:  # continuing from load_state_dict() or a terminated run
             if data is not None:
