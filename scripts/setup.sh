@@ -23,5 +23,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip_install --upgrade pip
 pip_install "torch==2.13.0" numpy
-pip_install -e ".[test,examples,metrics]"
+pip_install -e ".[test,examples,all]"
 .venv/bin/python -c "import torch, ember; assert torch.__version__.startswith('2.13.0'), torch.__version__; print(f'ember {ember.__version__} on torch {torch.__version__}')"

@@ -173,6 +173,20 @@ class Module(nn.Module):
         self.hparams.update(plain_hyperparameters(values, type(self).__name__))
         object.__setattr__(self, "_log_hyperparams", logger)
 
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **hparam_overrides: Any
+    ) -> Any:
+        """Rebuild this class from a checkpoint: saved hyperparameters (overridden by
+        ``hparam_overrides``; pass again what was not plain, e.g. a submodule) and weights, without
+        a random initialisation first. Loads with ``weights_only=True``::
+
+            model = MyModel.load_from_checkpoint("epoch=4-step=500.ckpt", map_location="cpu")
+        """
+        from ember.checkpoint.loading import load_module_from_checkpoint
+
+        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, **hparam_overrides)
+
     # ----------------------------------------------------------------- logging
 
     def log(
@@ -312,6 +326,32 @@ class Module(nn.Module):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch
+
+    # ----------------------------------------------------------------- export
+
+    def to_torchscript(
+        self, file_path: Any = None, method: str = "script", example_inputs: Any = None, **kwargs: Any
+    ) -> Any:
+        """TorchScript (``method="script"`` or ``"trace"``), saved when ``file_path`` (path or binary
+        file object) is given. Deprecated upstream: prefer :meth:`to_exported_program`.
+        See :func:`ember.export.to_torchscript`."""
+        from ember.export import to_torchscript
+
+        return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
+    def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:
+        """ONNX (one file, dynamic batch axis) to a path or binary file object; ``input_sample``
+        defaults to ``example_input_array``. See :func:`ember.export.to_onnx`."""
+        from ember.export import to_onnx
+
+        return to_onnx(self, file_path, input_sample, **kwargs)
+
+    def to_exported_program(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """A ``torch.export`` program (dynamic batch axis), saved as ``.pt2`` when ``file_path`` is
+        given: the recommended export format. See :func:`ember.export.to_exported_program`."""
+        from ember.export import to_exported_program
+
+        return to_exported_program(self, file_path, input_sample, **kwargs)
 
     # ----------------------------------------------------------------- utilities
 

@@ -52,9 +52,9 @@ def crash_after_saving(run: Run, event) -> dict:
 def test_state_dict_holds_plain_progress_values():
     engine = Engine(lambda e, b: b)
     engine.run([1, 2, 3], max_epochs=2)
-    assert engine.state_dict() == {"iteration": 6, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": None}
+    assert engine.state_dict() == {"iteration": 6, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": None, "epoch_iteration": 0}
     engine.run([1, 2, 3], max_iters=4)
-    assert engine.state_dict() == {"iteration": 4, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": 4}
+    assert engine.state_dict() == {"iteration": 4, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": 4, "epoch_iteration": 0}
 
 
 def test_state_dict_loads_with_weights_only():
@@ -74,7 +74,7 @@ def test_resume_from_an_epoch_boundary():
 
     first = Run()
     saved = crash_after_saving(first, Events.EPOCH_COMPLETED(once=2))
-    assert saved == {"iteration": 8, "epoch": 2, "epoch_length": 4, "max_epochs": 4, "max_iters": None}
+    assert saved == {"iteration": 8, "epoch": 2, "epoch_length": 4, "max_epochs": 4, "max_iters": None, "epoch_iteration": 0}
 
     resumed = Run()
     resumed.engine.load_state_dict(saved)
@@ -179,3 +179,28 @@ def test_continuing_a_loaded_run_needs_data():
     engine.load_state_dict({"iteration": 8, "epoch_length": 4, "max_epochs": 5})
     with pytest.raises(ValueError, match="needs data to continue"):
         engine.run()
+
+
+def test_mid_epoch_state_resumes_exactly_even_after_a_cut_epoch() -> None:
+    """``epoch_iteration`` pins the position inside the epoch, so a shortened earlier epoch
+    (terminate_epoch) does not shift where the resumed epoch continues."""
+    seen: list[tuple[int, int]] = []
+
+    def record(engine: Engine, batch: int) -> int:
+        seen.append((engine.state.epoch, batch))
+        return batch
+
+    engine = Engine(record)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate_epoch())
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=6), lambda e: e.interrupt())
+    engine.run(list(range(5)), max_epochs=3)
+    saved = engine.state_dict()
+    assert saved["epoch"] == 2 and saved["iteration"] == 6 and saved["epoch_iteration"] == 4
+
+    resumed_seen: list[tuple[int, int]] = []
+    resumed = Engine(lambda e, b: resumed_seen.append((e.state.epoch, b)))
+    resumed.load_state_dict(saved)
+    resumed.run(list(range(5)))  # the caller feeds data; here the whole list again
+    assert resumed.state.epoch == 3
+    assert resumed.state.iteration == 6 + 1 + 5  # the rest of epoch 2 (1 batch), then epoch 3
+    assert resumed_seen[0][0] == 2 and [e for e, _ in resumed_seen].count(2) == 1

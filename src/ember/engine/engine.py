@@ -355,6 +355,7 @@ class Engine:
             "epoch_length": s.epoch_length,
             "max_epochs": s.max_epochs,
             "max_iters": s.max_iters,
+            "epoch_iteration": self._epoch_iter if self._in_epoch else 0,
         }
         for k in self.state_dict_user_keys:
             out[k] = getattr(s, k)
@@ -364,7 +365,9 @@ class Engine:
         """Continue from saved progress: the next ``run()`` resumes at that iteration/epoch.
 
         Needs ``iteration`` or ``epoch``; with only ``epoch``, iteration is epoch * epoch_length.
-        A mid-epoch iteration resumes inside that epoch (feeding the right data is the caller's job).
+        A mid-epoch iteration resumes inside that epoch (feeding the right data is the caller's job):
+        with ``epoch_iteration`` (what :meth:`state_dict` writes) exactly there, even when epochs
+        were cut short or have no fixed length; without it, at ``iteration % epoch_length``.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -385,7 +388,12 @@ class Engine:
         s.max_epochs = state_dict.get("max_epochs")
         s.max_iters = state_dict.get("max_iters")
         self._resume_epoch_iter = None
-        if iteration is not None:
+        epoch_iteration = state_dict.get("epoch_iteration")
+        if iteration is not None and epoch is not None and epoch_iteration is not None:
+            s.iteration = int(iteration)
+            s.epoch = int(epoch) - 1 if epoch_iteration else int(epoch)
+            self._resume_epoch_iter = int(epoch_iteration) or None
+        elif iteration is not None:
             s.iteration = int(iteration)
             if s.epoch_length:
                 s.epoch = s.iteration // s.epoch_length
@@ -443,7 +451,7 @@ class Engine:
             if data is not None and data is not s.dataloader:
                 self.set_data(data)
             self._extend(max_epochs, max_iters)
-        elif unset or self._is_done():
+        elif unset or (self._resume_epoch_iter is None and self._is_done()):  # a loaded mid-epoch state still has its epoch to finish
             if data is None:
                 raise ValueError("run() needs data for a new run")
             if epoch_length is None:
@@ -505,7 +513,7 @@ class Engine:
         if not self._started:
             self._started = True
             self._fire("STARTED", Events.STARTED)
-        while self._in_epoch or not (self._is_done() or self._should_terminate):
+        while self._in_epoch or self._resume_epoch_iter is not None or not (self._is_done() or self._should_terminate):
             if not self._in_epoch:
                 if self._should_interrupt:
                     return self._interrupt_now()

@@ -1,15 +1,70 @@
-"""The ``Logger`` protocol every experiment logger implements."""
+"""The ``Logger`` protocol every experiment logger implements, and what loggers share.
+
+A logger is used at both levels:
+
+- by the Trainer (Lightning's protocol): ``log_metrics(metrics, step)`` at every flush,
+  ``log_hyperparams(params)`` once per fit, ``save()`` at epoch ends, ``finalize(status)`` at the end;
+- on an Engine (Ignite's protocol): ``attach_output_handler(engine, event, tag, ...)``,
+  ``attach_opt_params_handler(engine, event, optimizer)``, ``attach(engine, handler, event)`` and
+  ``close()``; the handlers run at ``Priority.LOGGER``, after metrics and user handlers.
+
+Only rank zero writes: every method that writes checks the process rank itself, so a logger may be
+built and called on every process.
+"""
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ember.engine.events import EventsList, Priority
+
+
+def global_rank() -> int:
+    """This process's rank: from ``torch.distributed`` once initialised, else the ``RANK`` variable."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_rank_zero() -> bool:
+    return global_rank() == 0
+
+
+class DummyExperiment:
+    """What ``experiment`` is on ranks other than zero: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _nothing
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
 
 class Logger:
-    """Receives metrics as plain floats with the step they belong to; written by rank zero only."""
+    """Receives metrics with the step they belong to; written by rank zero only.
+
+    ``log_metrics`` gets plain numbers or 0-d tensors (on any device) when ``accepts_tensors`` is
+    true: such a logger moves the values to the host itself, in batches, when it writes them, so
+    logging never forces a host-device synchronisation per step. Loggers with
+    ``accepts_tensors = False`` (the default for third-party subclasses) get Python floats.
+    """
+
+    #: whether ``log_metrics`` may receive 0-d tensors (converted to floats when written)
+    accepts_tensors: bool = False
 
     @property
     def name(self) -> str:
@@ -20,7 +75,13 @@ class Logger:
         raise NotImplementedError
 
     @property
+    def save_dir(self) -> str | None:
+        """The root directory this logger writes under (None when it writes elsewhere)."""
+        return None
+
+    @property
     def log_dir(self) -> str | None:
+        """The directory of this run's files (checkpoints go under it by default)."""
         return None
 
     @property
@@ -28,10 +89,10 @@ class Logger:
         """The underlying client (a writer, a run), for what Ember does not wrap."""
         return None
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         raise NotImplementedError
 
-    def log_hyperparams(self, params: dict[str, Any]) -> None:
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         return None
 
     def save(self) -> None:
@@ -42,10 +103,86 @@ class Logger:
         self.save()
 
     def state_dict(self) -> dict[str, Any]:
+        """Plain values that let a resumed run continue this run's log (see ``load_state_dict``)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
+
+    # ------------------------------------------------------------------ Engine level (Ignite's API)
+
+    def attach(self, engine: Any, log_handler: Callable, event_name: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``log_handler(engine, self, event_name, *args, **kwargs)`` on ``event_name``.
+
+        ``event_name`` may be filtered (``Events.ITERATION_COMPLETED(every=10)``) or a ``|`` list;
+        the handler runs at ``Priority.LOGGER``. Returns a handle whose ``remove()`` detaches it.
+        """
+        if not callable(log_handler):
+            raise TypeError(f"log_handler must be callable, got {log_handler!r}")
+        events = list(event_name) if isinstance(event_name, EventsList) else [event_name]
+        handles = [
+            engine.add_event_handler(event, log_handler, self, event, *args, priority=Priority.LOGGER, **kwargs)
+            for event in events
+        ]
+        return handles[0] if len(handles) == 1 else _HandleGroup(handles)
+
+    def attach_output_handler(
+        self,
+        engine: Any,
+        event_name: Any,
+        tag: str,
+        metric_names: str | list[str] | None = None,
+        output_transform: Callable | None = None,
+        global_step_transform: Callable | None = None,
+        state_attributes: list[str] | None = None,
+    ) -> Any:
+        """Log ``engine.state.metrics`` (``metric_names``: a list or "all"), what
+        ``output_transform(engine.state.output)`` returns (a number or a dict) and state attributes,
+        as ``"<tag>/<name>"``, at the engine's iteration or epoch (or ``global_step_transform(engine,
+        event_name)``). Example::
+
+            tb.attach_output_handler(trainer, Events.ITERATION_COMPLETED, tag="training",
+                                     output_transform=lambda loss: {"loss": loss})
+        """
+        from ember.loggers.handlers import OutputHandler
+
+        handler = OutputHandler(tag, metric_names, output_transform, global_step_transform, state_attributes)
+        return self.attach(engine, handler, event_name)
+
+    def attach_opt_params_handler(
+        self, engine: Any, event_name: Any, optimizer: Any, param_name: str = "lr", tag: str | None = None
+    ) -> Any:
+        """Log ``param_name`` of every parameter group of ``optimizer`` as ``"[<tag>/]<param_name>/group_<i>"``."""
+        from ember.loggers.handlers import OptimizerParamsHandler
+
+        return self.attach(engine, OptimizerParamsHandler(optimizer, param_name, tag), event_name)
+
+    def close(self) -> None:
+        """Ignite's name for ending the run: ``finalize("success")``."""
+        self.finalize("success")
+
+    def __enter__(self) -> Logger:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.finalize("success" if exc_type is None else "failed")
+
+
+class _HandleGroup:
+    """The handles of one handler attached to several events; ``remove()`` detaches all."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def __enter__(self) -> _HandleGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 def next_version(root: str | os.PathLike) -> int:
@@ -53,3 +190,68 @@ def next_version(root: str | os.PathLike) -> int:
     root = Path(root)
     used = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
     return max(used) + 1 if used else 0
+
+
+def check_path(name: str, value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r}")
+    return Path(value)
+
+
+def check_dir_name(name: str, value: Any, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not allow_empty) or "/" in value or os.sep in value:
+        raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}directory name without separators, got {value!r}")
+    return value
+
+
+def check_version(value: Any) -> int | str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    if isinstance(value, str) and value and "/" not in value and os.sep not in value:
+        return value
+    raise ValueError(f"version must be None (the next free one), an int >= 0 or a directory name, got {value!r}")
+
+
+def version_dir(version: int | str) -> str:
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
+    """Nested mappings (and argparse Namespaces) flattened to ``"a/b"`` keys."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+            value = vars(value)
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}{sep}{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value
+
+    walk("", params)
+    return out
+
+
+def plain_param(value: Any) -> int | float | str | bool:
+    """A hyperparameter as a value every tracker can store: numbers, bools and strings as they
+    are, 0-d tensors as numbers, everything else as its ``str``."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def check_params(params: Any) -> Mapping[str, Any]:
+    if hasattr(params, "__dict__") and type(params).__name__ == "Namespace":
+        params = vars(params)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"log_hyperparams: params must be a dict, got {type(params).__name__}")
+    return params
+
+
+def check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"log_metrics: step must be an int, got {step!r}")
+    return int(step)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import IterableDataset
 
+from ember.checkpoint.rng import restore_rng_states
 from ember.engine import Events, Priority
 from ember.module import Module
+from ember.trainer.checkpointing import epoch_start_rng, restore_epoch_start_rng
 from ember.trainer.hooks import Dispatch, overrides
 
 if TYPE_CHECKING:
@@ -68,6 +72,11 @@ class FitLoop:
         self.global_step = 0
         self.epoch_base = 1  # state.iteration of the epoch's first batch
         self.micro = 0  # micro-batches accumulated since the last optimizer step
+        self.resume: dict[str, Any] | None = None  # what a checkpoint says about where to continue
+        self.epoch_rng: dict[str, Any] | None = None  # RNG states that made this epoch's data order
+        self.in_epoch_end = False  # between on_train_epoch_end and the epoch schedulers' step
+        self.stopping = False  # the epoch was ended early to stop the run at its EPOCH_COMPLETED
+        self.skip_epoch_validation = False
         self.dispatch: Dispatch | None = None  # type: ignore[assignment]
         self.scaler: Any = None
         self._handles: list[Any] = []
@@ -81,11 +90,23 @@ class FitLoop:
         self.sized = epoch_length is not None
         self.scaler = tr.precision_plugin.scaler
         self.micro = 0
-        if module.automatic_optimization is not False and len(tr.optimizers) > 1:
+        self.stopping = self.skip_epoch_validation = False
+        automatic = getattr(module, "automatic_optimization", True) is not False
+        if automatic and len(tr.optimizers) > 1:
             raise ValueError(
                 f"configure_optimizers() returned {len(tr.optimizers)} optimizers; automatic optimization uses one. "
                 "Set self.automatic_optimization = False and step them yourself"
             )
+        if not automatic:  # as in Lightning: these only act in automatic optimization
+            for name, value, off in (
+                ("accumulate_grad_batches", tr.accumulate_grad_batches, 1),
+                ("gradient_clip_val", tr.gradient_clip_val, None),
+            ):
+                if value != off:
+                    raise ValueError(
+                        f"{name}={value!r} has no effect with manual optimization (automatic_optimization=False); "
+                        f"leave it at {off!r} and accumulate or clip in training_step (self.clip_gradients)"
+                    )
         engine._process_function = self._build_process(module, dispatch)
         on = self._on
         on(Events.STARTED, self._on_started)
@@ -113,7 +134,7 @@ class FitLoop:
     def _build_process(self, module: Any, dispatch: Dispatch) -> Any:
         tr = self.trainer
         step = tr.precision_plugin.wrap(module.training_step)
-        if module.automatic_optimization is False:
+        if getattr(module, "automatic_optimization", True) is False:  # plain nn.Modules have no such attribute
 
             def manual_process(engine: Any, batch: Any) -> Any:
                 return step(batch, engine.state.iteration - self.epoch_base)
@@ -251,20 +272,62 @@ class FitLoop:
     def _on_epoch_started(self, engine: Any) -> None:
         tr = self.trainer
         state = engine.state
-        self.epoch_base = state.iteration + 1
+        resume, self.resume = self.resume, None
+        if resume is not None and resume["epoch_end_pending"]:
+            self._step_epoch_schedulers(state.epoch)  # the tail of the epoch the checkpoint was saved in
+        consumed = resume["batches"] if resume is not None else 0
+        self.epoch_base = state.iteration + 1 - consumed
+        self.stopping = self.skip_epoch_validation = False
         tr._current_epoch = state.epoch - 1
-        engine.set_data(self.train_data)  # a fresh pass over the data every epoch, as in Lightning
         if not self.sized:
             state.epoch_length = None  # the data decides where each epoch ends
         sampler = getattr(self.train_data, "sampler", None)
         for s in (sampler, getattr(self.train_data, "batch_sampler", None)):
             if hasattr(s, "set_epoch"):
                 s.set_epoch(tr._current_epoch)
+        if resume is not None and not consumed:
+            restore_rng_states(resume["rng"])
         ctx = tr._logging.ctx
         ctx.store.reset()
         ctx.epoch_level = True
         self.dispatch.call("on_train_epoch_start")
         ctx.epoch_level = False
+        # A fresh pass over the data every epoch, as in Lightning. The iterator is made here, after
+        # the hooks, from RNG states recorded first, so a checkpoint can rebuild this epoch's order.
+        if consumed:
+            self.epoch_rng = resume["epoch_rng"]
+            data_iter = self._resumed_iterator(resume)
+        else:
+            self.epoch_rng = epoch_start_rng(self.train_data)
+            data_iter = iter(self.train_data)
+        engine.set_data(_Started(data_iter, self.train_data))
+
+    def _resumed_iterator(self, resume: dict[str, Any]) -> Any:
+        """This epoch's iterator, positioned after the batches consumed before the checkpoint."""
+        data = self.train_data
+        dataset = getattr(data, "dataset", None)
+        if isinstance(dataset, IterableDataset):
+            if resume.get("dataset") is not None and callable(getattr(dataset, "load_state_dict", None)):
+                dataset.load_state_dict(resume["dataset"])
+            else:
+                warnings.warn(
+                    "resuming mid-epoch over an IterableDataset without state_dict/load_state_dict: "
+                    "the interrupted epoch's data starts again from its beginning",
+                    stacklevel=2,
+                )
+            data_iter = iter(data)
+        else:
+            restore_epoch_start_rng(data, resume["epoch_rng"])
+            data_iter = iter(data)
+            for _ in range(resume["batches"]):
+                next(data_iter)
+        restore_rng_states(resume["rng"])
+        if resume.get("grads"):
+            params = dict(self.module.named_parameters())
+            for name, grad in resume["grads"].items():
+                params[name].grad = grad.to(params[name].device)
+        self.micro = resume.get("micro", 0)
+        return data_iter
 
     def _on_iteration_started(self, engine: Any) -> None:
         state = engine.state
@@ -282,6 +345,7 @@ class FitLoop:
         val_every = tr._val_check_batch
         max_steps = tr.max_steps if tr.max_steps is not None else math.inf
         deadline_box = tr._deadline_box
+        signals = tr._signals
         loop = self
 
         def on_iteration_completed(engine: Any) -> None:
@@ -293,45 +357,130 @@ class FitLoop:
                 logging.flush_steps(loop.global_step)
             if val_every is not None and (batch_idx + 1) % val_every == 0 and batch_idx + 1 != state.epoch_length:
                 tr._run_validation()
-            if loop.global_step >= max_steps or tr.should_stop or (deadline_box[0] and time.monotonic() >= deadline_box[0]):
-                loop._maybe_stop(engine)
+            if (
+                loop.global_step >= max_steps
+                or tr.should_stop
+                or signals.received is not None
+                or (deadline_box[0] and time.monotonic() >= deadline_box[0])
+            ):
+                loop._maybe_stop(engine, mid_epoch=True)
 
         return on_iteration_completed
 
-    def _maybe_stop(self, engine: Any) -> None:
+    def _maybe_stop(self, engine: Any, mid_epoch: bool) -> None:
+        """Stop when max_steps, max_time or should_stop say so. Mid-epoch, the epoch is ended first
+        (as in Lightning: its end hooks run, its epoch values are logged and it counts as completed)
+        and the run stops at its EPOCH_COMPLETED."""
         tr = self.trainer
+        if tr._signals.received is not None:
+            if not (mid_epoch and self.micro):  # an accumulation in progress finishes first
+                tr._save_preemption_checkpoint_and_exit()
+            return
         if tr.max_steps is not None and self.global_step >= tr.max_steps:
-            engine.terminate()
-            return
-        if tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0]:
+            # Lightning validates only when the last batch of the epoch was reached
+            self.skip_epoch_validation = mid_epoch and engine.state.iteration - self.epoch_base + 1 != engine.state.epoch_length
+        elif tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0]:
             tr.should_stop = True
-            engine.terminate()
+        elif not (tr.should_stop and tr.current_epoch >= (tr.min_epochs or 0) and self.global_step >= (tr.min_steps or 0)):
             return
-        if tr.should_stop:
-            if tr.current_epoch >= (tr.min_epochs or 0) and self.global_step >= (tr.min_steps or 0):
-                engine.terminate()
+        if mid_epoch:
+            self.stopping = True
+            engine.terminate_epoch()
+        else:
+            engine.terminate()
 
     def _on_epoch_completed(self, engine: Any) -> None:
         tr = self.trainer
         state = engine.state
-        if self.micro:  # leftover micro-batches of an epoch whose length was not known
+        if self.micro and not self.stopping:  # leftover micro-batches of an epoch whose length was not known
             self._optimizer_step(state.iteration - self.epoch_base)
-        if tr._validation_due(state.epoch):
+        if tr._validation_due(state.epoch) and not self.skip_epoch_validation:
             tr._run_validation()
         logging = tr._logging
         ctx = logging.ctx
         ctx.epoch_level = True
+        self.in_epoch_end = True  # a checkpoint saved from here on must redo the scheduler step on resume
         self.dispatch.call("on_train_epoch_end")
         logging.finish_epoch(ctx.store, self.global_step, epoch=tr._current_epoch)
-        for cfg in tr.lr_scheduler_configs:
-            if cfg.interval == "epoch" and state.epoch % cfg.frequency == 0:
-                tr._step_scheduler(cfg)
+        self._step_epoch_schedulers(state.epoch)
+        self.in_epoch_end = False
         logging.save_loggers()
         tr._current_epoch = state.epoch
         ctx.epoch_level = False
-        if tr.should_stop or self.global_step >= (tr.max_steps if tr.max_steps is not None else math.inf):
-            self._maybe_stop(engine)
+        if (
+            self.stopping
+            or tr._signals.received is not None
+            or tr.should_stop
+            or self.global_step >= (tr.max_steps if tr.max_steps is not None else math.inf)
+            or (tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0])
+        ):
+            self._maybe_stop(engine, mid_epoch=False)
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands, for an exact resume (see ember.trainer.checkpointing)."""
+        tr = self.trainer
+        engine_state = tr.train_engine.state_dict()
+        state: dict[str, Any] = {
+            "engine": engine_state,
+            "global_step": self.global_step,
+            "current_epoch": tr._current_epoch,
+            "batches": engine_state["epoch_iteration"],
+            "epoch_rng": self.epoch_rng,
+            "epoch_end_pending": self.in_epoch_end,
+            "micro": self.micro,
+            "callback_metrics": {k: float(v) for k, v in tr.callback_metrics.items()},
+        }
+        if self.micro:  # gradients accumulated since the last optimizer step
+            state["grads"] = {n: p.grad.detach().clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+        dataset = getattr(getattr(self, "train_data", None), "dataset", None)
+        if isinstance(dataset, IterableDataset) and callable(getattr(dataset, "state_dict", None)):
+            state["dataset"] = dataset.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
+        """Set the loop up to continue where ``state`` was saved; applied when the first epoch starts."""
+        tr = self.trainer
+        tr.train_engine.load_state_dict(state["engine"])
+        self.global_step = int(state["global_step"])
+        tr._current_epoch = int(state["current_epoch"])
+        tr._logging.callback.update({k: torch.tensor(v) for k, v in state.get("callback_metrics", {}).items()})
+        self.resume = {
+            "batches": int(state.get("batches", 0)),
+            "epoch_rng": state.get("epoch_rng"),
+            "epoch_end_pending": bool(state.get("epoch_end_pending", False)),
+            "micro": int(state.get("micro", 0)),
+            "grads": state.get("grads"),
+            "dataset": state.get("dataset"),
+            "rng": rng_states or {},
+        }
+        if self.resume["batches"] and self.resume["epoch_rng"] is None:
+            raise ValueError("the checkpoint was saved mid-epoch without the epoch's RNG states; it cannot resume there")
+
+    def _step_epoch_schedulers(self, epoch: int) -> None:
+        for cfg in self.trainer.lr_scheduler_configs:
+            if cfg.interval == "epoch" and epoch % cfg.frequency == 0:
+                self.trainer._step_scheduler(cfg)
 
     def _on_completed(self, engine: Any) -> None:
         self.dispatch.call("on_train_end")
         self.dispatch.call("on_fit_end")
+
+
+class _Started:
+    """A loader whose iterator for this epoch was already made (see ``_on_epoch_started``)."""
+
+    def __init__(self, data_iter: Iterator, loader: Any) -> None:
+        self._iter: Iterator | None = data_iter
+        self.loader = loader
+
+    def __iter__(self) -> Iterator:
+        data_iter, self._iter = self._iter, None
+        return data_iter if data_iter is not None else iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)

@@ -196,7 +196,12 @@ class TrainerLogging:
         items = store.epoch_values()
         steps = store.step_values(only_pending=False)
         keys = list(items)
-        floats = to_float_tensors([_as_tensor(value) for _, value in items.values()]) if keys else []
+        # the last step values shown in the bar stay there after the store is reset (as in Lightning)
+        bar_steps = [(key, v.last) for key, v in steps.items() if v.prog_bar]
+        values = [_as_tensor(value) for _, value in items.values()] + [last for _, last in bar_steps]
+        floats = to_float_tensors(values) if values else []  # one transfer for everything
+        for (key, _), f in zip(bar_steps, floats[len(keys) :]):
+            self.progress[key] = f
         result: dict[str, float] = {}
         to_log: dict[str, float] = {}
         for key, f, (v, value) in zip(keys, floats, items.values()):

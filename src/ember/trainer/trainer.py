@@ -21,7 +21,9 @@ dispatched from a handler on one of their events. Where each hook fires::
                                on_before_zero_grad, optimizer_zero_grad, step-interval schedulers
         ITERATION_COMPLETED  on_train_batch_end; step values to loggers every log_every_n_steps;
                              validation when val_check_interval says so; max_steps / max_time /
-                             should_stop checks
+                             should_stop checks: stopping ends the epoch (EPOCH_COMPLETED still runs
+                             and the epoch counts as completed, as in Lightning; an epoch cut short
+                             by max_steps skips its validation), then the run
         EPOCH_COMPLETED      validation (every check_val_every_n_epoch); on_train_epoch_end; epoch
                              values to loggers; epoch-interval schedulers; should_stop check
         COMPLETED            on_train_end, on_fit_end
@@ -52,6 +54,8 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.callbacks.early_stopping import EarlyStopping
+from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.model_summary import ModelSummary
 from ember.callbacks.progress import ProgressBar
 from ember.engine import Engine
@@ -62,11 +66,13 @@ from ember.runtime.accelerator import resolve_device
 from ember.runtime.precision import Precision, resolve_precision
 from ember.runtime.strategy import Strategy, resolve_strategy
 from ember.trainer import data as data_utils
+from ember.trainer.checkpointing import CheckpointConnector
 from ember.trainer.eval_loop import EvalLoop
 from ember.trainer.fit_loop import FitLoop, StepOptimizer
 from ember.trainer.hooks import Dispatch, overrides
 from ember.trainer.logging import TrainerLogging
 from ember.trainer.optimization import LRSchedulerConfig, parse_optimizers
+from ember.trainer.preemption import Preempted, SignalWatch
 
 
 def _int_arg(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
@@ -136,6 +142,7 @@ class Trainer:
         check_val_every_n_epoch: int = 1,
         num_sanity_val_steps: int = 2,
         log_every_n_steps: int = 50,
+        enable_checkpointing: bool = True,
         enable_progress_bar: bool = True,
         enable_model_summary: bool = True,
         accumulate_grad_batches: int = 1,
@@ -190,6 +197,7 @@ class Trainer:
             raise TypeError(f"default_root_dir must be a path, got {default_root_dir!r}")
         self.default_root_dir = os.fspath(default_root_dir)
         for name, flag in (
+            ("enable_checkpointing", enable_checkpointing),
             ("enable_progress_bar", enable_progress_bar),
             ("enable_model_summary", enable_model_summary),
             ("deterministic", deterministic),
@@ -213,12 +221,19 @@ class Trainer:
             self.limits = dict.fromkeys(self.limits, fast)
             self.val_check_interval, self.num_sanity_val_steps, self.log_every_n_steps = 1.0, 0, 1
             logger = False
+            enable_checkpointing = False
 
         self.callbacks = self._init_callbacks(callbacks, enable_progress_bar, enable_model_summary)
+        if enable_checkpointing and not any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
+            self.callbacks.append(ModelCheckpoint())
+        elif not enable_checkpointing and any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
+            raise ValueError("enable_checkpointing=False but a ModelCheckpoint is among the callbacks; remove one of them")
         self._logging = TrainerLogging()
         self._logging.loggers = self._init_loggers(logger)
         self.precision_plugin = Precision(self.precision, self.root_device)
         self._fit_loop = FitLoop(self)
+        self._checkpoint = CheckpointConnector(self)
+        self._signals = SignalWatch()
         self.train_engine = Engine(EvalLoop._unattached)
         self._eval = {stage: EvalLoop(self, stage) for stage in ("validate", "test", "predict")}
         self.should_stop = False
@@ -354,31 +369,49 @@ class Trainer:
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
         datamodule: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
     ) -> None:
-        """Train ``model``; validate during training when validation data is given."""
+        """Train ``model``; validate during training when validation data is given.
+
+        ``ckpt_path`` continues a run exactly where a checkpoint left it (mid-epoch too): a path,
+        ``"last"`` (the newest checkpoint under ``default_root_dir``; none found starts from
+        scratch with a warning) or ``"best"``.
+        """
         self._check_model(model, "fit", ("training_step", "configure_optimizers"))
-        self._run_stage("fit", model, datamodule, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
+        self._run_stage(
+            "fit", model, datamodule, ckpt_path, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders
+        )
 
-    def validate(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, verbose: bool = True) -> list[dict[str, float]]:
-        """One pass over the validation data; returns one dict of logged metrics per dataloader."""
-        return self._run_eval("validate", model, dataloaders, datamodule, verbose)
+    def validate(
+        self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, verbose: bool = True, ckpt_path: Any = None
+    ) -> list[dict[str, float]]:
+        """One pass over the validation data; returns one dict of logged metrics per dataloader.
+        ``ckpt_path`` (a path, ``"best"`` or ``"last"``) loads those weights first."""
+        return self._run_eval("validate", model, dataloaders, datamodule, verbose, ckpt_path)
 
-    def test(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, verbose: bool = True) -> list[dict[str, float]]:
-        """One pass over the test data; returns one dict of logged metrics per dataloader."""
-        return self._run_eval("test", model, dataloaders, datamodule, verbose)
+    def test(
+        self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, verbose: bool = True, ckpt_path: Any = None
+    ) -> list[dict[str, float]]:
+        """One pass over the test data; returns one dict of logged metrics per dataloader.
+        ``ckpt_path`` (a path, ``"best"`` or ``"last"``) loads those weights first."""
+        return self._run_eval("test", model, dataloaders, datamodule, verbose, ckpt_path)
 
-    def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None) -> list[Any]:
+    def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, ckpt_path: Any = None) -> list[Any]:
         """Returns ``predict_step`` outputs: a list per batch, or a list of such lists for several loaders."""
         model = self._model_for(model, "predict")
         self._check_model(model, "predict", ())
-        loaders = self._run_stage("predict", model, datamodule, dataloaders=dataloaders)
+        if not callable(getattr(model, "predict_step", None)):  # ember.Module has a default; a plain nn.Module may not
+            raise TypeError(f"{type(model).__name__} cannot be used with trainer.predict(): it does not define predict_step()")
+        loaders = self._run_stage("predict", model, datamodule, ckpt_path, dataloaders=dataloaders)
         preds = self._eval["predict"].predictions
         return preds[0] if len(loaders) == 1 else preds
 
-    def _run_eval(self, stage: str, model: Any, dataloaders: Any, datamodule: Any, verbose: bool) -> list[dict[str, float]]:
+    def _run_eval(
+        self, stage: str, model: Any, dataloaders: Any, datamodule: Any, verbose: bool, ckpt_path: Any
+    ) -> list[dict[str, float]]:
         model = self._model_for(model, stage)
         self._check_model(model, stage, ("validation_step",) if stage == "validate" else ("test_step",))
-        loaders = self._run_stage(stage, model, datamodule, dataloaders=dataloaders)
+        loaders = self._run_stage(stage, model, datamodule, ckpt_path, dataloaders=dataloaders)
         results = self._eval[stage].results_per_dataloader(len(loaders))
         if verbose and self.is_global_zero and any(results):
             _print_results(stage, results)
@@ -401,7 +434,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
-    def _run_stage(self, stage: str, model: Any, datamodule: Any, **loaders: Any) -> list[Any]:
+    def _run_stage(self, stage: str, model: Any, datamodule: Any, ckpt_path: Any = None, **loaders: Any) -> list[Any]:
         """Set up, run and tear down one stage ('fit', 'validate', 'test', 'predict')."""
         if datamodule is not None and any(v is not None for v in loaders.values()):
             raise ValueError(f"trainer.{stage}(): pass dataloaders or a datamodule, not both")
@@ -424,10 +457,14 @@ class Trainer:
         dispatch.call("setup", stage)
         self.strategy.setup_module(model)
         self.precision_plugin.convert_module(model)
+        path = self._checkpoint.resolve(ckpt_path, stage)
+        checkpoint = self._checkpoint.load(path) if path is not None else None
+        if checkpoint is not None:
+            self._checkpoint.restore_model(checkpoint)
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else None
         try:
             if stage == "fit":
-                self._fit(model, dispatch, loaders["train_dataloaders"], loaders["val_dataloaders"])
+                self._fit(model, dispatch, loaders["train_dataloaders"], loaders["val_dataloaders"], checkpoint)
                 return []
             return self._evaluate(stage, model, dispatch, loaders["dataloaders"])
         finally:
@@ -444,7 +481,7 @@ class Trainer:
         types = {type(c) for c in extra}
         return [c for c in self.callbacks if type(c) not in types] + extra
 
-    def _fit(self, model: Any, dispatch: Dispatch, train: Any, val: Any) -> None:
+    def _fit(self, model: Any, dispatch: Dispatch, train: Any, val: Any, checkpoint: dict[str, Any] | None) -> None:
         train = data_utils.find_loaders("train", train, self.datamodule, model)
         if train is None:
             raise ValueError("trainer.fit() needs training data: pass train_dataloaders, a datamodule, or define train_dataloader()")
@@ -474,8 +511,13 @@ class Trainer:
             warnings.warn("configure_optimizers() returned None: training runs without an optimizer", stacklevel=3)
         self._manual_optimizers = [StepOptimizer(o, self._fit_loop) for o in self.optimizers]
         self._fit_loop.global_step = 0
+        self._fit_loop.resume = None
         self._current_epoch = 0
         self._logging.reset_views()
+        self.train_engine.state.max_epochs = None  # every fit() is a new run of the engine ...
+        self.train_engine.state.max_iters = None
+        if checkpoint is not None:  # ... unless it continues a checkpoint
+            self._checkpoint.restore_training_state(checkpoint)
         self._log_hyperparams(model)
         val_loop = self._eval["validate"]
         val_loop.attach(model, dispatch)
@@ -484,12 +526,16 @@ class Trainer:
         self._fitting = True
         model.train()
         status = "failed"
+        self._signals = SignalWatch()
+        self._signals.install()
         try:
-            self.train_engine.state.max_epochs = None  # every fit() is a new run of the engine
-            self.train_engine.state.max_iters = None
             self.train_engine.run(train_data, max_epochs=self.max_epochs or 2**62, epoch_length=n_train)
             status = "success"
+        except (KeyboardInterrupt, Preempted):
+            status = "interrupted"
+            raise
         finally:
+            self._signals.uninstall()
             self._fitting = False
             self._fit_loop.detach()
             val_loop.detach()
@@ -527,7 +573,7 @@ class Trainer:
     # ------------------------------------------------------------------ pieces used by the loops
 
     def _validation_due(self, epoch: int) -> bool:
-        return bool(self._val_loaders) and epoch % self.check_val_every_n_epoch == 0 and any(self._val_counts)
+        return bool(self._val_loaders) and epoch % self.check_val_every_n_epoch == 0 and _any_batches(self._val_counts)
 
     def _run_validation(self) -> None:
         if not self._val_loaders:
@@ -539,7 +585,7 @@ class Trainer:
         if not self._val_loaders or steps == 0:
             return
         counts = [c if steps == -1 else (steps if c is None else min(c, steps)) for c in self._val_counts]
-        if not any(counts):
+        if not _any_batches(counts):
             return
         dispatch = self._stage_dispatch
         self.sanity_checking = True
@@ -596,6 +642,41 @@ class Trainer:
         else:
             cfg.scheduler.step(metric)
 
+    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
+        """Save the current state (everything needed to resume, or only the weights and
+        hyperparameters with ``weights_only=True``) to ``filepath``, atomically; rank zero writes."""
+        self._checkpoint.save(filepath, weights_only)
+
+    def _dump_checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
+        return self._checkpoint.dump(weights_only)
+
+    def _save_preemption_checkpoint_and_exit(self) -> None:
+        cb = self.checkpoint_callback
+        directory = cb.dirpath if cb is not None and cb.dirpath else os.path.join(self.log_dir, "checkpoints")
+        path = os.path.join(directory, "last.ckpt")
+        self.save_checkpoint(path)
+        if cb is not None:
+            cb.last_model_path = path
+        raise Preempted(self._signals.received or "a stop signal", path)
+
+    @property
+    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
+        return [c for c in self._active_callbacks() if isinstance(c, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self) -> ModelCheckpoint | None:
+        """The first ``ModelCheckpoint`` callback (Lightning's name), or None."""
+        found = self.checkpoint_callbacks
+        return found[0] if found else None
+
+    @property
+    def early_stopping_callback(self) -> EarlyStopping | None:
+        found = [c for c in self._active_callbacks() if isinstance(c, EarlyStopping)]
+        return found[0] if found else None
+
+    def _active_callbacks(self) -> list[Any]:
+        return self._stage_dispatch.callbacks if self._stage_dispatch is not None else self.callbacks
+
     def _on_exception(self, engine: Engine, exception: BaseException) -> None:
         if exception is not self._handled_exception:
             self._handled_exception = exception
@@ -609,6 +690,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Loop progress as plain values (the checkpoint format builds on this)."""
         return {"epoch": self._current_epoch, "global_step": self.global_step, "engine": self.train_engine.state_dict()}
+
+
+def _any_batches(counts: list[int | None]) -> bool:
+    """Whether loaders with these batch counts yield anything (None: no length, runs until the data ends)."""
+    return any(c is None or c > 0 for c in counts)
 
 
 def _attach_trainer(model: Any, trainer: Trainer) -> None:

@@ -1,0 +1,238 @@
+"""``ModelCheckpoint``: save checkpoints during fit, keep the best ``save_top_k`` by a monitored
+metric, and optionally ``last.ckpt`` (Lightning's arguments and attributes).
+
+Files are written atomically and an old top-k file is deleted only after its replacement is in
+place (see :mod:`ember.checkpoint.topk`). Its own bookkeeping is saved in every checkpoint, so a
+resumed run keeps pruning the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import torch
+
+from ember.callbacks.callback import Callback
+from ember.checkpoint import io as ckpt_io
+from ember.checkpoint.topk import TopK, unique_path
+from ember.engine.events import Priority
+
+_GROUP = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
+
+
+def _positive_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a non-negative integer or None")
+    return value
+
+
+class ModelCheckpoint(Callback):
+    """Save a checkpoint every ``every_n_epochs`` epochs (default 1), every ``every_n_train_steps``
+    optimizer steps, or every ``train_time_interval``; keep the ``save_top_k`` best by ``monitor``
+    (the latest ones without a monitor).
+
+    Example::
+
+        ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=3, save_last=True,
+                        filename="{epoch}-{val_loss:.3f}")
+    """
+
+    priority = Priority.CHECKPOINT
+    CHECKPOINT_EXT = ".ckpt"
+    CHECKPOINT_NAME_LAST = "last"
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike | None = None,
+        filename: str = "{epoch}-{step}",
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | None = None,
+        save_top_k: int = 1,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: Any = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+    ) -> None:
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"dirpath must be a path or None, got {dirpath!r}")
+        if not isinstance(filename, str) or not filename:
+            raise ValueError(f"filename must be a non-empty format string, got {filename!r}")
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise ValueError(f"monitor must be a metric name or None, got {monitor!r}")
+        if monitor is None and save_top_k not in (-1, 0, 1):
+            raise ValueError(f"save_top_k={save_top_k} needs a monitor to rank checkpoints; without one use -1, 0 or 1")
+        self.topk = TopK(save_top_k, mode if monitor is not None else "max")
+        self.dirpath = os.fspath(dirpath) if dirpath is not None else None
+        self.filename = filename[: -len(self.CHECKPOINT_EXT)] if filename.endswith(self.CHECKPOINT_EXT) else filename
+        self.monitor = monitor
+        self.mode = mode
+        self.verbose = verbose
+        self.save_last = save_last
+        self.save_top_k = save_top_k
+        self.save_weights_only = save_weights_only
+        self.auto_insert_metric_name = auto_insert_metric_name
+        self.every_n_train_steps = _positive_or_none("every_n_train_steps", every_n_train_steps)
+        self.every_n_epochs = _positive_or_none("every_n_epochs", every_n_epochs)
+        self.train_time_interval = self._seconds(train_time_interval)
+        if self.every_n_epochs is None and self.every_n_train_steps is None and self.train_time_interval is None:
+            self.every_n_epochs = 1
+        self.save_on_train_epoch_end = save_on_train_epoch_end
+        self.best_model_path = ""
+        self.best_model_score: torch.Tensor | None = None
+        self.last_model_path = ""
+        self.kth_best_model_path = ""
+        self.current_score: torch.Tensor | None = None
+        self._last_step_saved = -1
+        self._last_time = time.monotonic()
+
+    @staticmethod
+    def _seconds(interval: Any) -> float | None:
+        if interval is None:
+            return None
+        seconds = interval.total_seconds() if hasattr(interval, "total_seconds") else interval
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"train_time_interval={interval!r} must be a positive timedelta or number of seconds")
+        return float(seconds)
+
+    @property
+    def state_key(self) -> str:
+        return f"ModelCheckpoint{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
+
+    @property
+    def best_k_models(self) -> dict[str, torch.Tensor]:
+        return {p: torch.tensor(s) for p, s in self.topk.saved.items()} if self.monitor else {}
+
+    # ------------------------------------------------------------------ hooks
+
+    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
+        self._last_time = time.monotonic()
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        due = self.every_n_train_steps and step and step % self.every_n_train_steps == 0 and step != self._last_step_saved
+        if not due and self.train_time_interval is not None:
+            due = time.monotonic() - self._last_time >= self.train_time_interval
+        if due:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        if self._save_at_epoch_end(trainer) and self._epoch_due(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        if trainer.sanity_checking or not getattr(trainer, "_fitting", False) or self._save_at_epoch_end(trainer):
+            return
+        if self.every_n_train_steps is None and self.train_time_interval is None:
+            self._save(trainer)
+
+    def _save_at_epoch_end(self, trainer: Any) -> bool:
+        if self.save_on_train_epoch_end is not None:
+            return self.save_on_train_epoch_end
+        return getattr(trainer, "_val_check_batch", None) is None  # validation only at epoch ends
+
+    def _epoch_due(self, trainer: Any) -> bool:
+        return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    # ------------------------------------------------------------------ saving
+
+    def format_checkpoint_name(self, metrics: dict[str, Any]) -> str:
+        """The file name (without directory) for these metrics, e.g. ``epoch=3-step=120.ckpt``."""
+
+        def fill(m: re.Match) -> str:
+            name, spec = m.group(1), m.group(2) or ""
+            value = metrics.get(name, 0)
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            text = format(value, spec[1:]) if spec else str(value)
+            return f"{name}={text}" if self.auto_insert_metric_name else text
+
+        return _GROUP.sub(fill, self.filename).replace("/", "_") + self.CHECKPOINT_EXT
+
+    def _save(self, trainer: Any) -> None:
+        step = trainer.global_step
+        if step == self._last_step_saved:
+            return
+        metrics = dict(trainer.callback_metrics)
+        metrics.setdefault("epoch", trainer.current_epoch)
+        metrics["epoch"] = trainer.current_epoch
+        metrics["step"] = step
+        if self.monitor is not None:
+            if self.monitor not in metrics:
+                raise ValueError(
+                    f"ModelCheckpoint(monitor={self.monitor!r}) found no such logged metric; logged metrics are: "
+                    f"{sorted(k for k in metrics if k not in ('epoch', 'step'))}"
+                )
+            score = float(metrics[self.monitor])
+        else:
+            score = float(step)
+        self.current_score = torch.tensor(score)
+        self._last_step_saved = step
+        self._last_time = time.monotonic()
+        if not trainer.is_global_zero:
+            return
+        top = self.topk.accepts(score)
+        if not top and not self.save_last:
+            return
+        checkpoint = trainer._dump_checkpoint(weights_only=self.save_weights_only)
+        if top:
+            path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
+            if path not in self.topk.saved:
+                path = unique_path(path)
+            _write(lambda: self.topk.save(checkpoint, path, score), path)
+            best = self.topk.best()
+            self.best_model_path = best or ""
+            self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
+            worst = self.topk.worst()
+            self.kth_best_model_path = worst or ""
+            if self.verbose:
+                print(f"ModelCheckpoint: saved {path} ({self.monitor or 'step'}={score:.6g})")
+        if self.save_last:
+            last = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
+            _write(lambda: ckpt_io.save_object(checkpoint, last), last)
+            self.last_model_path = last
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "dirpath": self.dirpath,
+            "topk": self.topk.state_dict(),
+            "best_model_path": self.best_model_path,
+            "best_model_score": None if self.best_model_score is None else float(self.best_model_score),
+            "last_model_path": self.last_model_path,
+            "kth_best_model_path": self.kth_best_model_path,
+            "last_step_saved": self._last_step_saved,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("dirpath") != self.dirpath and self.dirpath is not None:
+            return  # a different directory: start fresh bookkeeping, as Lightning does
+        self.dirpath = state.get("dirpath", self.dirpath)
+        self.topk.load_state_dict(state.get("topk", {}))
+        self.best_model_path = state.get("best_model_path", "")
+        score = state.get("best_model_score")
+        self.best_model_score = None if score is None else torch.tensor(score)
+        self.last_model_path = state.get("last_model_path", "")
+        self.kth_best_model_path = state.get("kth_best_model_path", "")
+        self._last_step_saved = state.get("last_step_saved", -1)
+
+
+def _write(action: Any, path: str) -> None:
+    try:
+        action()
+    except OSError as err:
+        raise OSError(
+            err.errno, f"saving checkpoint {path!r} failed: {err.strerror or err}; checkpoints written before are intact"
+        ) from err

@@ -1,0 +1,77 @@
+"""The checkpoint format: a dict of plain values and tensors, versioned, migrated on load.
+
+Keys of format version 1::
+
+    ember_checkpoint_version  int, this format's version (its presence marks an Ember checkpoint)
+    versions                  {"ember": str, "torch": str}
+    epoch, global_step        loop progress (epochs completed, optimizer steps)
+    loops                     {"fit": {"engine": Engine.state_dict(), "batches_in_epoch": int,
+                               "epoch_start_rng": {...} | None, ...}}
+    state_dict                the model's weights
+    optimizer_states          [optimizer.state_dict(), ...]
+    lr_schedulers             [scheduler.state_dict(), ...]
+    precision                 {"scaler": GradScaler.state_dict()} when one is used
+    callbacks                 {callback.state_key: callback.state_dict()}
+    loggers                   [logger.state_dict(), ...]
+    hyper_parameters          the module's plain hyperparameters
+    datamodule_hyper_parameters
+    rng_states                see ember.checkpoint.rng
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ember.checkpoint.io import CheckpointError, PathLike, load_object, save_object
+
+FORMAT_VERSION = 1
+VERSION_KEY = "ember_checkpoint_version"
+
+#: ``MIGRATIONS[n]`` turns a format-``n`` checkpoint into format ``n + 1``.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def new_checkpoint() -> dict[str, Any]:
+    import ember
+
+    return {VERSION_KEY: FORMAT_VERSION, "versions": {"ember": str(ember.__version__), "torch": str(torch.__version__)}}
+
+
+def migrate(checkpoint: dict[str, Any], name: str = "checkpoint") -> dict[str, Any]:
+    """Bring an older checkpoint up to :data:`FORMAT_VERSION`; refuse a newer one."""
+    version = checkpoint.get(VERSION_KEY)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{name!r} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name!r} was written in checkpoint format {version} by a newer Ember; this Ember reads formats up "
+            f"to {FORMAT_VERSION}: upgrade ember to load it"
+        )
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise CheckpointError(f"{name!r} is in checkpoint format {version}, which this Ember cannot migrate")
+        checkpoint = step(dict(checkpoint))
+        version += 1
+        checkpoint[VERSION_KEY] = version
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> None:
+    """Write a checkpoint dict atomically (local path or fsspec URL)."""
+    if checkpoint.get(VERSION_KEY) != FORMAT_VERSION:
+        raise ValueError(f"not an Ember checkpoint dict of format {FORMAT_VERSION} (build it with new_checkpoint())")
+    save_object(checkpoint, path)
+
+
+def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Load and validate an Ember checkpoint; never runs code from the file (weights_only)."""
+    name = os.fspath(path)
+    obj = load_object(path, map_location=map_location)
+    if not isinstance(obj, dict) or VERSION_KEY not in obj:
+        raise CheckpointError(f"{name!r} is a torch file but not an Ember checkpoint (no {VERSION_KEY!r} key)")
+    return migrate(obj, name)

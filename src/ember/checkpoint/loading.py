@@ -1,0 +1,72 @@
+"""Rebuilding a module from a checkpoint without paying for a random initialisation.
+
+The module is constructed on the ``meta`` device (no memory, no init kernels), then the saved
+weights are assigned in place (``load_state_dict(..., assign=True)``). A module that computes a
+non-persistent buffer in ``__init__`` (not in the state dict) would keep it on ``meta``; such a
+module is constructed again normally, so it always comes out right. No global mode is left
+active, so ``torch.compile``d submodules behave as usual; keys saved from a compiled submodule
+(``enc._orig_mod.w``) load into an uncompiled one (``enc.w``) and back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import torch
+
+from ember.checkpoint.format import load_checkpoint
+
+_COMPILED = "_orig_mod."
+
+
+def adapt_state_dict(module: torch.nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Rename keys across the ``_orig_mod.`` prefix that ``torch.compile`` adds, to match ``module``."""
+    wanted = module.state_dict().keys()
+    by_plain = {k.replace(_COMPILED, ""): k for k in wanted}
+    out = {}
+    for key, value in state_dict.items():
+        if key in by_plain.values():
+            out[key] = value
+        else:
+            out[by_plain.get(key.replace(_COMPILED, ""), key)] = value
+    return out
+
+
+def _init_kwargs(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(hparams)
+    return {k: v for k, v in hparams.items() if k in params}
+
+
+def _has_meta(module: torch.nn.Module) -> bool:
+    return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
+
+
+def load_module_from_checkpoint(
+    cls: type,
+    checkpoint_path: str | os.PathLike,
+    map_location: Any = None,
+    strict: bool = True,
+    **hparam_overrides: Any,
+) -> Any:
+    """``cls`` built from the checkpoint's hyperparameters (``hparam_overrides`` win) with its weights."""
+    checkpoint = load_checkpoint(checkpoint_path, map_location=map_location if map_location is not None else "cpu")
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{os.fspath(checkpoint_path)!r} holds no model weights ('state_dict')")
+    kwargs = _init_kwargs(cls, {**checkpoint.get("hyper_parameters", {}), **hparam_overrides})
+    state_dict = checkpoint["state_dict"]
+    with torch.device("meta"):
+        model = cls(**kwargs)
+    model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=True)
+    if _has_meta(model):  # something __init__ computed is not in the checkpoint: build it for real
+        model = cls(**kwargs)
+        model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict)
+        if map_location is not None:
+            model.to(map_location)
+    hook = getattr(model, "on_load_checkpoint", None)
+    if callable(hook):
+        hook(checkpoint)
+    return model

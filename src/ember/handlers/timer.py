@@ -1,0 +1,58 @@
+"""``Timer``: measure time between events (Ignite's API)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ember.engine import Events
+
+
+class Timer:
+    """Wall-clock timer driven by engine events.
+
+    ``attach(engine, start=, pause=, resume=, step=)`` resets at ``start``, pauses at ``pause``,
+    resumes at ``resume`` and counts a step at ``step``; ``value()`` is the elapsed seconds, or per
+    step with ``average=True``::
+
+        t = Timer(average=True).attach(engine, start=Events.EPOCH_STARTED, resume=Events.ITERATION_STARTED,
+                                       pause=Events.ITERATION_COMPLETED, step=Events.ITERATION_COMPLETED)
+    """
+
+    def __init__(self, average: bool = False) -> None:
+        self._average = average
+        self.reset()
+
+    def attach(self, engine: Any, start: Any = Events.STARTED, pause: Any = None, resume: Any = None, step: Any = None) -> Timer:
+        engine.add_event_handler(start, self.reset)
+        if pause is not None:
+            engine.add_event_handler(pause, self.pause)
+        if resume is not None:
+            engine.add_event_handler(resume, self.resume)
+        if step is not None:
+            engine.add_event_handler(step, self.step)
+        return self
+
+    def reset(self, *args: Any) -> Timer:
+        self._t0 = time.perf_counter()
+        self.total = 0.0
+        self.step_count = 0.0
+        self.running = True
+        return self
+
+    def pause(self, *args: Any) -> None:
+        if self.running:
+            self.total += time.perf_counter() - self._t0
+            self.running = False
+
+    def resume(self, *args: Any) -> None:
+        if not self.running:
+            self.running = True
+            self._t0 = time.perf_counter()
+
+    def step(self, *args: Any) -> None:
+        self.step_count += 1.0
+
+    def value(self) -> float:
+        total = self.total + (time.perf_counter() - self._t0 if self.running else 0.0)
+        return total / max(self.step_count, 1.0) if self._average else total

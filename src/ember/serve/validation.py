@@ -1,0 +1,137 @@
+"""Turning a request body into a model-ready numpy batch, or a 4xx that says what was expected.
+
+Everything a client can send is checked here, before it reaches the model: the JSON itself, the
+``inputs`` field, non-numbers, ragged nesting, shape and dtype against the model's ``TensorSpec``,
+NaN/infinity and values out of the dtype's range.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ember.serve.spec import TensorSpec
+
+#: The dtype of inputs for a model whose expected input is unknown.
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+class InvalidInput(Exception):
+    """A request the server refuses: ``status_code`` (4xx) and a ``detail`` for the client."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def parse_inputs(body: bytes) -> Any:
+    """The ``inputs`` value of a JSON body ``{"inputs": ...}``."""
+    if not body.strip():
+        raise InvalidInput(400, 'the request body is empty; send JSON like {"inputs": [...]}')
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InvalidInput(400, f'the request body is not valid JSON ({err}); send {{"inputs": [...]}}') from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InvalidInput(422, 'the body must be a JSON object with an "inputs" field: {"inputs": [...]}')
+    return payload["inputs"]
+
+
+def to_batch(
+    inputs: Any, spec: TensorSpec | None, allow_nan: bool = False, check_bools: bool = True
+) -> tuple[np.ndarray, bool]:
+    """A C-contiguous batch in the model's dtype, and whether the client sent one sample (not a batch).
+
+    ``check_bools=False`` skips the search for ``true``/``false`` among numbers (which numpy would
+    silently turn into 1/0): pass it when the raw body contains neither word.
+    """
+    expected = spec.describe() if spec is not None else "a batch (a list) of samples"
+    if isinstance(inputs, (list, int, float)) and not isinstance(inputs, bool):
+        array = _as_array(inputs, expected)
+    else:
+        raise InvalidInput(422, f'"inputs" must be numbers in nested lists: {expected}; got {_json_type(inputs)}')
+    if array.size == 0:
+        raise InvalidInput(422, f'"inputs" is empty; expected {expected}')
+    if array.dtype == np.bool_ or (check_bools and array.dtype.kind in "fiu" and _contains_bool(inputs)):
+        if spec is None or spec.dtype != np.bool_:
+            raise InvalidInput(422, f'"inputs" contains true/false; expected numbers: {expected}')
+    single = False
+    if spec is not None:
+        rank = len(spec.shape)
+        if array.ndim == rank:
+            array, single = array[np.newaxis], True
+        fixed = (spec.batch,) if spec.batch is not None and not single else (None,)
+        wanted = (*fixed, *spec.shape)
+        if array.ndim != rank + 1 or any(w is not None and w != d for w, d in zip(wanted, array.shape)):
+            raise InvalidInput(422, f'"inputs" has shape {list(array.shape)}; expected {expected}')
+    elif array.ndim == 0:
+        raise InvalidInput(422, f'"inputs" is a single number; expected {expected}')
+    dtype = spec.dtype if spec is not None else DEFAULT_DTYPE
+    return np.ascontiguousarray(_cast(array, dtype, allow_nan, expected)), single
+
+
+def _as_array(inputs: Any, expected: str) -> np.ndarray:
+    try:
+        array = np.asarray(inputs)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(
+            422, f'"inputs" must be a rectangular nested list (every row the same length); expected {expected}'
+        ) from None
+    if array.dtype.kind in "fiub":
+        return array
+    if array.dtype.kind in "US":
+        problem = "contains strings"
+    elif _contains(inputs, lambda v: v is None):
+        problem = "contains null"
+    elif _contains(inputs, lambda v: isinstance(v, int) and not isinstance(v, bool)):
+        problem = "contains integers too large for any numeric type"
+    else:
+        problem = "contains values that are not numbers (objects or mixed nesting)"
+    raise InvalidInput(422, f'"inputs" {problem}; expected numbers: {expected}')
+
+
+def _cast(array: np.ndarray, dtype: np.dtype, allow_nan: bool, expected: str) -> np.ndarray:
+    if dtype == np.bool_:
+        if array.dtype != np.bool_ and not np.isin(array, (0, 1)).all():
+            raise InvalidInput(422, f'"inputs" must be true/false or 0/1; expected {expected}')
+        return array.astype(np.bool_)
+    if dtype.kind in "iu":
+        if array.dtype.kind == "f":
+            if not np.isfinite(array).all() or not (array == np.round(array)).all():
+                raise InvalidInput(422, f'"inputs" must be integers; expected {expected}')
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(422, f'"inputs" has values outside the {dtype.name} range [{info.min}, {info.max}]')
+        return array.astype(dtype)
+    finite_before = allow_nan or array.dtype.kind != "f" or bool(np.isfinite(array).all())
+    if not finite_before:
+        raise InvalidInput(422, f'"inputs" contains NaN or infinity, which this server does not accept; expected {expected}')
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(dtype)
+    if not allow_nan and not np.isfinite(cast).all():
+        info = np.finfo(dtype)
+        raise InvalidInput(422, f'"inputs" has values outside the {dtype.name} range (about ±{float(info.max):.3g})')
+    return cast
+
+
+def _contains_bool(inputs: Any) -> bool:
+    return _contains(inputs, lambda v: isinstance(v, bool))
+
+
+def _contains(value: Any, predicate: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif predicate(item):
+            return True
+    return False
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

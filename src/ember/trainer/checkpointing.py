@@ -1,0 +1,195 @@
+"""What a Trainer checkpoint holds, and how a run continues from one exactly.
+
+Saving (``Trainer.save_checkpoint``, ``ModelCheckpoint``, preemption) dumps model, optimizers,
+schedulers, scaler, loop progress (including the position inside the epoch and any gradients
+accumulated since the last optimizer step), callback and logger states, hyperparameters and RNG
+states — all plain values and tensors (see :mod:`ember.checkpoint.format`).
+
+Resuming (``fit(ckpt_path=...)``) restores the model before the optimizers are built, the
+optimizer/scheduler/scaler/callback states after, and the loop position and RNG states when the
+first epoch starts. For a mid-epoch checkpoint, the epoch's data order is rebuilt from the RNG
+states recorded when that epoch started, the batches already consumed are skipped, and then the
+RNG states of the checkpoint moment are put back, so the resumed run sees the same batches, the
+same dropout masks and the same updates as a run that was never interrupted. This holds for
+map-style datasets with the standard samplers (shuffled or not, any ``num_workers``); an
+``IterableDataset`` is resumed exactly when it provides ``state_dict``/``load_state_dict``,
+otherwise the interrupted epoch restarts its data, with a warning.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.checkpoint import capture_rng_states, load_checkpoint, new_checkpoint, restore_rng_states, save_checkpoint
+from ember.checkpoint.loading import adapt_state_dict
+
+if TYPE_CHECKING:
+    from ember.trainer.trainer import Trainer
+
+
+def loader_generator(loader: Any) -> torch.Generator | None:
+    """The generator that decides a DataLoader's shuffling, if it has its own."""
+    for source in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None), loader):
+        gen = getattr(source, "generator", None)
+        if isinstance(gen, torch.Generator):
+            return gen
+    return None
+
+
+def epoch_start_rng(loader: Any) -> dict[str, Any]:
+    """The RNG states that decide an epoch's data order (taken just before its iterator is made)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    gen = loader_generator(loader)
+    if gen is not None:
+        state["loader_generator"] = gen.get_state()
+    return state
+
+
+def restore_epoch_start_rng(loader: Any, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    gen = loader_generator(loader)
+    if gen is not None and "loader_generator" in state:
+        gen.set_state(state["loader_generator"])
+
+
+class CheckpointConnector:
+    """Dumps and restores the Trainer's state (Lightning's ``_checkpoint_connector``)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    # ------------------------------------------------------------------ saving
+
+    def dump(self, weights_only: bool = False) -> dict[str, Any]:
+        tr = self.trainer
+        model = tr.model
+        if model is None:
+            raise RuntimeError("nothing to save: the trainer has no model yet (call fit/validate/test first)")
+        ckpt = new_checkpoint()
+        ckpt["epoch"] = tr.current_epoch
+        ckpt["global_step"] = tr.global_step
+        ckpt["state_dict"] = model.state_dict()
+        hparams = getattr(model, "hparams", None)
+        if isinstance(hparams, dict) and hparams:
+            ckpt["hyper_parameters"] = dict(hparams)
+        dm = tr.datamodule
+        if dm is not None and isinstance(getattr(dm, "hparams", None), dict) and dm.hparams:
+            ckpt["datamodule_hyper_parameters"] = dict(dm.hparams)
+        if not weights_only:
+            ckpt["loops"] = {"fit": tr._fit_loop.state_dict()}
+            ckpt["optimizer_states"] = [o.state_dict() for o in tr.optimizers]
+            ckpt["lr_schedulers"] = [c.scheduler.state_dict() for c in tr.lr_scheduler_configs]
+            ckpt["precision"] = tr.precision_plugin.state_dict()
+            ckpt["callbacks"] = {
+                cb.state_key: state
+                for cb in self._stateful_callbacks()
+                if (state := cb.state_dict())
+            }
+            ckpt["loggers"] = [lg.state_dict() if callable(getattr(lg, "state_dict", None)) else {} for lg in tr.loggers]
+            if dm is not None and callable(getattr(dm, "state_dict", None)):
+                ckpt["datamodule"] = dm.state_dict()
+            ckpt["rng_states"] = capture_rng_states()
+        dispatch = tr._stage_dispatch
+        if dispatch is not None:
+            dispatch.call("on_save_checkpoint", ckpt)
+        return ckpt
+
+    def save(self, path: str | os.PathLike, weights_only: bool = False) -> None:
+        checkpoint = self.dump(weights_only)
+        if self.trainer.is_global_zero:
+            save_checkpoint(checkpoint, path)
+
+    def _stateful_callbacks(self) -> list[Any]:
+        dispatch = self.trainer._stage_dispatch
+        callbacks = dispatch.callbacks if dispatch is not None else self.trainer.callbacks
+        return [cb for cb in callbacks if callable(getattr(cb, "state_dict", None)) and hasattr(cb, "state_key")]
+
+    # ------------------------------------------------------------------ which file
+
+    def resolve(self, ckpt_path: str | os.PathLike | None, stage: str) -> str | None:
+        """Turn ``"last"``/``"best"``/a path into a file path (None: nothing to load)."""
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "best":
+            cb = self.trainer.checkpoint_callback
+            if cb is None or not cb.best_model_path:
+                raise ValueError(f'ckpt_path="best" but no best checkpoint is known to this trainer ({stage})')
+            return cb.best_model_path
+        if ckpt_path == "last":
+            found = self._newest_checkpoint()
+            if found is None:
+                warnings.warn(
+                    f'ckpt_path="last": no checkpoint found under {self.trainer.default_root_dir!r}; starting from scratch',
+                    stacklevel=4,
+                )
+            return found
+        if not isinstance(ckpt_path, (str, os.PathLike)):
+            raise TypeError(f'ckpt_path must be a path, "last", "best" or None; got {ckpt_path!r}')
+        return os.fspath(ckpt_path)
+
+    def _newest_checkpoint(self) -> str | None:
+        candidates: set[str] = set()
+        for cb in self.trainer.checkpoint_callbacks:
+            if cb.dirpath:
+                candidates.update(glob.glob(os.path.join(glob.escape(os.fspath(cb.dirpath)), "*.ckpt")))
+        root = glob.escape(self.trainer.default_root_dir)
+        candidates.update(glob.glob(os.path.join(root, "**", "*.ckpt"), recursive=True))
+        existing = [c for c in candidates if os.path.isfile(c)]
+        return max(existing, key=os.path.getmtime) if existing else None
+
+    # ------------------------------------------------------------------ restoring
+
+    def load(self, path: str) -> dict[str, Any]:
+        return load_checkpoint(path, map_location=self.trainer.root_device)
+
+    def restore_model(self, checkpoint: dict[str, Any]) -> None:
+        model = self.trainer.model
+        if "state_dict" not in checkpoint:
+            raise ValueError("the checkpoint holds no model weights ('state_dict')")
+        model.load_state_dict(adapt_state_dict(model, checkpoint["state_dict"]))
+        hook = getattr(model, "on_load_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
+
+    def restore_training_state(self, checkpoint: dict[str, Any]) -> None:
+        """Optimizers, schedulers, scaler, callbacks, loggers and the loop (after configure_optimizers)."""
+        tr = self.trainer
+        if "loops" not in checkpoint:
+            raise ValueError("this checkpoint holds weights only (save_weights_only=True): it cannot resume training")
+        states = checkpoint.get("optimizer_states", [])
+        if len(states) != len(tr.optimizers):
+            raise ValueError(f"the checkpoint has {len(states)} optimizer states but configure_optimizers() gave {len(tr.optimizers)}")
+        for opt, state in zip(tr.optimizers, states):
+            opt.load_state_dict(state)
+        scheds = checkpoint.get("lr_schedulers", [])
+        if len(scheds) != len(tr.lr_scheduler_configs):
+            raise ValueError(f"the checkpoint has {len(scheds)} scheduler states but configure_optimizers() gave {len(tr.lr_scheduler_configs)}")
+        for cfg, state in zip(tr.lr_scheduler_configs, scheds):
+            cfg.scheduler.load_state_dict(state)
+        tr.precision_plugin.load_state_dict(checkpoint.get("precision", {}))
+        saved_callbacks = checkpoint.get("callbacks", {})
+        for cb in self._stateful_callbacks():
+            if cb.state_key in saved_callbacks:
+                cb.load_state_dict(saved_callbacks[cb.state_key])
+        for lg, state in zip(tr.loggers, checkpoint.get("loggers", [])):
+            if state and callable(getattr(lg, "load_state_dict", None)):
+                lg.load_state_dict(state)
+        dm = tr.datamodule
+        if dm is not None and "datamodule" in checkpoint and callable(getattr(dm, "load_state_dict", None)):
+            dm.load_state_dict(checkpoint["datamodule"])
+        dispatch = tr._stage_dispatch
+        if dispatch is not None:
+            for fn in dispatch.calls("on_load_checkpoint"):
+                if getattr(fn, "__self__", None) is not tr.model:  # the module's hook ran with its weights
+                    fn(checkpoint)
+        tr._fit_loop.load_state_dict(checkpoint["loops"]["fit"], checkpoint.get("rng_states"))
+
+    @staticmethod
+    def restore_rng(states: dict[str, Any] | None) -> None:
+        if states:
+            restore_rng_states(states)
