@@ -116,7 +116,7 @@ def run_trainer_lean(factory: Callable, loader: DataLoader) -> float:
     module = BenchModule(factory(), log=False)
     trainer = ember.Trainer(
         max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, accelerator="cpu",
+        enable_checkpointing=False, num_sanity_val_steps=0, accelerator="cpu",
     )  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(module, loader)
@@ -141,7 +141,7 @@ def run_trainer_default(factory: Callable, loader: DataLoader) -> float:
 
 
 def run_trainer_tensorboard(factory: Callable, loader: DataLoader) -> float:
-    from ember.loggers import TensorBoardLogger  # type: ignore[attr-defined]
+    from ember.loggers import TensorBoardLogger
 
     return _run_trainer_default(factory, loader, lambda tmp: TensorBoardLogger(tmp), 1)
 
@@ -173,7 +173,6 @@ def main() -> None:
         "(d) ember Trainer, default + self.log(prog_bar)": run_trainer_default,
     }
     try:
-        from ember.loggers import TensorBoardLogger  # type: ignore[attr-defined]  # noqa: F401
         import tensorboard  # noqa: F401
 
         variants["(e) (d) + TensorBoard, log_every_n_steps=1"] = run_trainer_tensorboard

@@ -26,7 +26,9 @@ _ember_svc_fail() {
 }
 
 _ember_svc_free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local py=python3
+  command -v python3 >/dev/null 2>&1 || py=.venv/bin/python
+  "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 _ember_svc_pg_bin() {

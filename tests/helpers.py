@@ -159,7 +159,7 @@ MODULE_HOOKS = [
     n
     for n in vars(ember.Module)
     if (n.startswith("on_") or n in ("setup", "teardown"))
-    and n not in ("on_save_checkpoint", "on_load_checkpoint", "on_validation_model_eval", "on_validation_model_train")
+    and n not in ("on_save_checkpoint", "on_load_checkpoint")
 ]
 for _name in MODULE_HOOKS:
     setattr(HookModule, _name, _make_module_hook(_name))

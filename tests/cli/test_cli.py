@@ -27,6 +27,7 @@ def test_fit_from_config_with_overrides_trains_and_logs(tmp_path: Path) -> None:
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger", f'{{"class_path": "ember.loggers.CSVLogger", "init_args": {{"save_dir": "{tmp_path}"}}}}',
         "--model.init_args.lr", "0.01",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -125,3 +126,19 @@ def test_help_lists_subcommands() -> None:
     assert out.returncode == 0
     for sub in ("fit", "validate", "test", "predict"):
         assert sub in out.stdout
+
+
+def test_test_subcommand_loads_weights_from_ckpt_path(tmp_path: Path) -> None:
+    common = ["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+    fit = run_ember("fit", *common, "--trainer.max_epochs", "3")
+    assert fit.returncode == 0, fit.stderr
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert len(checkpoints) == 1 and checkpoints[0].name == "epoch=2-step=57.ckpt"
+    out = run_ember("test", *common, "--ckpt_path", "last")
+    assert out.returncode == 0, out.stderr
+    accuracy = float(next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("test_acc")))
+    assert accuracy > 0.8  # an untrained model scores about 0.1: the trained weights were loaded
+    untrained = run_ember("test", *common)
+    untrained_acc = float(next(line.split()[-1] for line in untrained.stdout.splitlines() if line.startswith("test_acc")))
+    assert untrained_acc < 0.5

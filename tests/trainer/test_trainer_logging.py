@@ -52,14 +52,28 @@ def test_log_every_n_steps_one_logs_every_step(tmp_path):
     assert got == [(i + 1, pytest.approx(model.train_losses[i].item(), rel=1e-6)) for i in range(4)]
 
 
-def test_default_logger_is_a_csv_logger_under_default_root_dir(tmp_path):
+def test_default_logger_writes_under_default_root_dir(tmp_path):
+    # Lightning's default: TensorBoard when it is installed, else CSV; both under default_root_dir
+    trainer = quiet_trainer(tmp_path, logger=True, max_epochs=1, log_every_n_steps=1)
+    trainer.fit(StepLogger(), loader(16))
+    assert trainer.logger is not None and trainer.loggers == [trainer.logger]
+    assert trainer.log_dir == str(tmp_path / "ember_logs" / "version_0")
+    assert any((tmp_path / "ember_logs" / "version_0").iterdir())
+    assert trainer.logged_metrics.keys() == {"loss"}
+
+
+def test_default_csv_logger_without_tensorboard(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a)
+    )
     trainer = quiet_trainer(tmp_path, logger=True, max_epochs=1, log_every_n_steps=1)
     trainer.fit(StepLogger(), loader(16))
     assert isinstance(trainer.logger, CSVLogger)
-    path = tmp_path / "ember_logs" / "version_0" / "metrics.csv"
-    assert path.exists()
+    assert (tmp_path / "ember_logs" / "version_0" / "metrics.csv").exists()
     assert len(rows_with(read_csv(trainer.logger), "loss")) == 2
-    assert trainer.log_dir == str(tmp_path / "ember_logs" / "version_0")
 
 
 class EpochMean(LinearModel):
@@ -556,3 +570,16 @@ def test_logging_a_torchmetrics_metric_per_step_and_epoch(tmp_path):
     trainer.fit(WithMetric(), loader(32, batch_size=8))
     assert trainer.logged_metrics["total_epoch"] == pytest.approx(1 + 2 + 3 + 4)
     assert trainer.logged_metrics["total_step"] == pytest.approx(4.0)  # the last batch's own value
+
+
+def test_epoch_end_logging_with_several_dataloaders_is_not_suffixed(tmp_path):
+    class Aggregate(MultiLoader):
+        def on_validation_epoch_end(self):
+            self.log("aggregate", 5.0)
+
+    trainer = quiet_trainer(tmp_path)
+    results = trainer.validate(Aggregate(), [constant_loader(1.0), constant_loader(3.0)], verbose=False)
+    assert results == [
+        {"mean_y/dataloader_idx_0": 1.0, "shared": 1.0, "aggregate": 5.0},
+        {"mean_y/dataloader_idx_1": 3.0, "shared": 1.0, "aggregate": 5.0},
+    ]

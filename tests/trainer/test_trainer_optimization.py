@@ -612,3 +612,19 @@ def test_regression_data_has_noise_when_asked():
     clean, noisy = regression_data(16), regression_data(16, noise=0.1)
     assert torch.equal(clean.tensors[0], noisy.tensors[0])
     assert not torch.equal(clean.tensors[1], noisy.tensors[1])
+
+
+def test_manual_optimization_leaves_schedulers_to_the_module(tmp_path):
+    class ManualSched(Manual):
+        def configure_optimizers(self):
+            opt = _opt(self)
+            return [opt], [_step_lr(opt)]
+
+        def on_train_epoch_end(self):
+            if self.current_epoch % 2 == 1:
+                self.lr_schedulers().step()
+
+    trainer = quiet_trainer(tmp_path, max_epochs=4)
+    trainer.fit(ManualSched(), loader(16))
+    # stepped by the module after epochs 1 and 3 only, never by the Trainer (as in Lightning)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)

@@ -103,8 +103,8 @@ class EarlyStopping(Callback):
         best = float(self.best_score)
         if self.check_finite and not math.isfinite(current):
             return True, f"{self.monitor}={current} is not finite; stopping (best was {best:.6g})"
-        if self.stopping_threshold is not None and self._better(current, self.stopping_threshold) or (
-            self.stopping_threshold is not None and current == self.stopping_threshold
+        if self.stopping_threshold is not None and (
+            self._better(current, self.stopping_threshold) or current == self.stopping_threshold
         ):
             return True, f"{self.monitor}={current:.6g} reached stopping_threshold={self.stopping_threshold}"
         if self.divergence_threshold is not None and self._better(-current, -self.divergence_threshold):

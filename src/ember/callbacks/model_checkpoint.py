@@ -42,7 +42,9 @@ class ModelCheckpoint(Callback):
                         filename="{epoch}-{val_loss:.3f}")
     """
 
-    priority = Priority.CHECKPOINT
+    # After every other callback, EarlyStopping included (as in Lightning): a checkpoint must hold
+    # the state those callbacks reach at this moment, or a resumed run would redo or miss a decision.
+    priority = Priority.EARLY_STOPPING - 1
     CHECKPOINT_EXT = ".ckpt"
     CHECKPOINT_NAME_LAST = "last"
 
@@ -93,6 +95,7 @@ class ModelCheckpoint(Callback):
         self.current_score: torch.Tensor | None = None
         self._last_step_saved = -1
         self._last_time = time.monotonic()
+        self._dropping: list[str] = []
 
     @staticmethod
     def _seconds(interval: Any) -> float | None:
@@ -179,28 +182,52 @@ class ModelCheckpoint(Callback):
         self.current_score = torch.tensor(score)
         self._last_step_saved = step
         self._last_time = time.monotonic()
-        if not trainer.is_global_zero:
+        collective = getattr(trainer.strategy, "collective_state_dict", False)
+        if not trainer.is_global_zero and not collective:
             return
-        top = self.topk.accepts(score)
+        top = self.topk.accepts(score) if trainer.is_global_zero else False
+        if collective:  # FSDP: every rank helps gather the weights, so all follow rank zero's decision
+            top = trainer.strategy.broadcast(top)
         if not top and not self.save_last:
             return
-        checkpoint = trainer._dump_checkpoint(weights_only=self.save_weights_only)
-        if top:
-            path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
-            if path not in self.topk.saved:
-                path = unique_path(path)
-            _write(lambda: self.topk.save(checkpoint, path, score), path)
-            best = self.topk.best()
-            self.best_model_path = best or ""
-            self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
-            worst = self.topk.worst()
-            self.kth_best_model_path = worst or ""
+        # Book the new file before dumping: the checkpoint then knows the file it is written to (and
+        # which files it displaces), so a run resumed from it keeps pruning exactly the right files.
+        before = self._bookkeeping()
+        path = last = None
+        if trainer.is_global_zero:
+            if top:
+                path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
+                if path not in self.topk.saved:
+                    path = unique_path(path)
+                self._dropping = self.topk.add(path, score)
+                best = self.topk.best()
+                self.best_model_path = best or ""
+                self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
+                self.kth_best_model_path = self.topk.worst() or ""
+            if self.save_last:
+                last = self.last_model_path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
+        try:
+            checkpoint = trainer._dump_checkpoint(weights_only=self.save_weights_only)
+            if path is not None:
+                _write(lambda: ckpt_io.save_object(checkpoint, path), path)
+        except BaseException:
+            self._restore_bookkeeping(before)  # nothing was written
+            raise
+        if path is not None:
+            for old in self._dropping:  # only now that their replacement is in place
+                ckpt_io.remove(old)
+            self._dropping = []
             if self.verbose:
                 print(f"ModelCheckpoint: saved {path} ({self.monitor or 'step'}={score:.6g})")
-        if self.save_last:
-            last = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
+        if last is not None:
             _write(lambda: ckpt_io.save_object(checkpoint, last), last)
-            self.last_model_path = last
+
+    def _bookkeeping(self) -> tuple[Any, ...]:
+        return (dict(self.topk.saved), self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path)
+
+    def _restore_bookkeeping(self, saved: tuple[Any, ...]) -> None:
+        self.topk.saved, self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path = saved
+        self._dropping = []
 
     # ------------------------------------------------------------------ state
 
@@ -214,6 +241,7 @@ class ModelCheckpoint(Callback):
             "last_model_path": self.last_model_path,
             "kth_best_model_path": self.kth_best_model_path,
             "last_step_saved": self._last_step_saved,
+            "dropping": list(self._dropping),  # out of the top k, deleted once the new file is in place
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,6 +255,9 @@ class ModelCheckpoint(Callback):
         self.last_model_path = state.get("last_model_path", "")
         self.kth_best_model_path = state.get("kth_best_model_path", "")
         self._last_step_saved = state.get("last_step_saved", -1)
+        for old in state.get("dropping", []):  # the run stopped before it deleted them
+            if old not in self.topk.saved:
+                ckpt_io.remove(old)
 
 
 def _write(action: Any, path: str) -> None:

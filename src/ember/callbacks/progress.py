@@ -31,6 +31,10 @@ class ProgressBar(Callback):
         self._eval_bar: Any = None
         self._next = 0.0
         self._done = 0
+        self._rank_zero = True
+
+    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+        self._rank_zero = trainer.is_global_zero  # distributed: only rank zero draws (the others get disabled bars)
 
     def _make(self, desc: str, total: int | None, position: int = 0, leave: bool = True) -> Any:
         from tqdm.auto import tqdm
@@ -40,7 +44,7 @@ class ProgressBar(Callback):
             desc=desc,
             total=total,
             file=file,
-            disable=False if self.force else None,
+            disable=True if not self._rank_zero else (False if self.force else None),
             leave=leave,
             position=position,
             dynamic_ncols=True,

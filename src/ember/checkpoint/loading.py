@@ -45,6 +45,25 @@ def _has_meta(module: torch.nn.Module) -> bool:
     return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
 
 
+def _ties(module: torch.nn.Module) -> list[tuple[str, str]]:
+    """``(name, first_name)`` for every parameter that is the same object as an earlier one (tied weights)."""
+    first: dict[int, str] = {}
+    ties = []
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            ties.append((name, first[id(param)]))
+        else:
+            first[id(param)] = name
+    return ties
+
+
+def _retie(module: torch.nn.Module, ties: list[tuple[str, str]]) -> None:
+    # load_state_dict(assign=True) gives each name its own Parameter: make the tied ones one object again
+    for name, source in ties:
+        owner, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(owner), leaf, module.get_parameter(source))
+
+
 def load_module_from_checkpoint(
     cls: type,
     checkpoint_path: str | os.PathLike,
@@ -60,7 +79,9 @@ def load_module_from_checkpoint(
     state_dict = checkpoint["state_dict"]
     with torch.device("meta"):
         model = cls(**kwargs)
+    ties = _ties(model)
     model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=True)
+    _retie(model, ties)
     if _has_meta(model):  # something __init__ computed is not in the checkpoint: build it for real
         model = cls(**kwargs)
         model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict)

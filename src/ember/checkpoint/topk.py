@@ -50,20 +50,32 @@ class TopK:
         worst = self.worst()
         return worst is not None and self._better(score, self.saved[worst])
 
-    def save(self, obj: Any, path: str, score: float) -> list[str]:
-        """Write ``obj`` to ``path`` (atomically), then drop what fell out of the top k; returns removed paths."""
-        ckpt_io.save_object(obj, path)
+    def add(self, path: str, score: float) -> list[str]:
+        """Book ``path`` with ``score`` and unbook what falls out of the top k; returns those paths.
+        No I/O: the caller writes ``path`` first and deletes the returned files after."""
         self.saved.pop(path, None)
         self.saved[path] = score
-        removed = []
+        dropped = []
         while self.k != -1 and len(self.saved) > self.k:
             worst = self.worst()
             assert worst is not None
             del self.saved[worst]
             if worst != path:
-                ckpt_io.remove(worst)
-                removed.append(worst)
-        return removed
+                dropped.append(worst)
+        return dropped
+
+    def save(self, obj: Any, path: str, score: float) -> list[str]:
+        """Write ``obj`` to ``path`` (atomically), then delete what fell out of the top k; returns removed paths."""
+        before = dict(self.saved)
+        dropped = self.add(path, score)
+        try:
+            ckpt_io.save_object(obj, path)
+        except BaseException:
+            self.saved = before
+            raise
+        for old in dropped:
+            ckpt_io.remove(old)
+        return dropped
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved": dict(self.saved), "k": self.k, "mode": self.mode}

@@ -4,6 +4,8 @@ command-line overrides (``--trainer.max_epochs 3``, ``--model.init_args.lr 0.01`
 Model and data are given by class path (``class_path: mypkg.MyModel`` + ``init_args``), so users'
 own classes work; the current directory is importable, as with ``python -m``.
 ``--print_config`` prints the complete resolved configuration and exits.
+``ember export`` and ``ember serve`` work on a trained model (see ``ember.export.cli``, ``ember.serve.cli``);
+``ember tune`` searches a config's hyperparameters with Optuna (see ``ember.tune.cli``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,36 @@ SUBCOMMANDS = {
     "test": "Run one test pass and print the results.",
     "predict": "Run predict_step over the predict data.",
 }
+#: Subcommands that work on a trained model rather than build a Trainer: name -> the module with
+#: its ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(config)``.
+TOOLS = {"export": "ember.export.cli", "serve": "ember.serve.cli", "tune": "ember.tune.cli"}
+
+
+def _tool_parser(name: str) -> Any:
+    import importlib
+
+    from jsonargparse import ArgumentParser
+
+    tool = importlib.import_module(TOOLS[name])
+    parser = ArgumentParser(description=tool.DESCRIPTION, exit_on_error=False)
+    tool.add_arguments(parser)
+    return parser
+
+
+def run_tool(args: Sequence[str]) -> Any:
+    """Parse and run ``ember export|serve ...`` (``args`` starts with the subcommand)."""
+    import importlib
+
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    parser = ArgumentParser(prog="ember", exit_on_error=False)
+    subcommands = parser.add_subcommands(dest="subcommand", required=True)
+    subcommands.add_subcommand(args[0], _tool_parser(args[0]))
+    try:
+        config = parser.parse_args(list(args))
+        return importlib.import_module(TOOLS[args[0]]).run(config[args[0]])
+    except (ArgumentError, ValueError, TypeError, OSError, ImportError) as err:
+        raise ConfigError(str(err)) from err
 
 
 def _stage_parser(name: str) -> Any:
@@ -31,6 +63,9 @@ def _stage_parser(name: str) -> Any:
     parser = ArgumentParser(description=SUBCOMMANDS[name], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (several may be given; later ones win).")
     parser.add_argument("--seed_everything", type=int | None, default=None, help="Seed every RNG with this value.")
+    parser.add_argument(
+        "--ckpt_path", type=str | None, default=None, help='A checkpoint to continue from (fit) or to load: a path, "last" or "best".'
+    )
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False, sub_configs=True)
     parser.add_subclass_arguments(torch.nn.Module, "model", required=True, help="The model: class_path and init_args.")
     parser.add_subclass_arguments(DataModule, "data", required=False, help="The data: class_path and init_args.")
@@ -48,6 +83,9 @@ def build_parser() -> Any:
     subcommands = parser.add_subcommands(dest="subcommand", required=True)
     for name in SUBCOMMANDS:
         subcommands.add_subcommand(name, _stage_parser(name), help=SUBCOMMANDS[name])
+    for name in TOOLS:
+        tool_parser = _tool_parser(name)
+        subcommands.add_subcommand(name, tool_parser, help=tool_parser.description)
     return parser
 
 
@@ -80,7 +118,7 @@ class EmberCLI:
                 from ember.seed import seed_everything
 
                 seed_everything(stage_config.seed_everything)
-            init = self.parser.instantiate_classes(self.config)[self.subcommand]
+            init = self.parser.instantiate(self.config)[self.subcommand]
         except (ArgumentError, ValueError, TypeError) as err:
             raise ConfigError(str(err)) from err
         self.trainer = init.trainer
@@ -91,14 +129,21 @@ class EmberCLI:
             self.run()
 
     def run(self) -> Any:
-        self.result = getattr(self.trainer, self.subcommand)(self.model, datamodule=self.datamodule)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        self.result = getattr(self.trainer, self.subcommand)(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         return self.result
 
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``ember`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        EmberCLI(args)
+        if argv and argv[0] in TOOLS:
+            status = run_tool(argv)
+            if isinstance(status, int) and not isinstance(status, bool):  # ember tune reports its own status
+                return status
+        else:
+            EmberCLI(argv)
     except ConfigError as err:
         print(f"ember: error: {err}", file=sys.stderr)
         return 2

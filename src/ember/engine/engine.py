@@ -336,6 +336,17 @@ class Engine:
     def should_interrupt(self) -> bool:
         return self._should_interrupt
 
+    @property
+    def process_function(self) -> Callable[[Engine, Any], Any]:
+        """What runs on each batch; replaceable between runs (the Trainer builds its own per run)."""
+        return self._process_function
+
+    @process_function.setter
+    def process_function(self, fn: Callable[[Engine, Any], Any]) -> None:
+        if not callable(fn):
+            raise TypeError(f"process_function must be callable(engine, batch), got {fn!r}")
+        self._process_function = fn
+
     def set_data(self, data: Iterable) -> None:
         """Swap the data of a run in progress; the next batch comes from the new data."""
         if not isinstance(data, Iterable):

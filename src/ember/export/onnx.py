@@ -40,7 +40,8 @@ def to_onnx(
             defaults to ``module.example_input_array``.
         dynamic_batch: make dimension 0 of every input tensor a dynamic ``batch`` axis (a batch-1
             sample is repeated to 2 rows first, since torch specialises size-1 dimensions). Ignored
-            when ``dynamic_shapes`` or ``dynamic_axes`` is given.
+            when ``dynamic_shapes`` or ``dynamic_axes`` is given, and by the legacy ``dynamo=False``
+            exporter (which warns it will be removed; give it ``dynamic_axes`` yourself).
         **kwargs: passed to ``torch.onnx.export`` (``opset_version``, ``input_names``, ``dynamo``, ...).
             Ember's defaults are ``dynamo=True``, ``external_data=False`` (one file) and ``verbose=False``.
 

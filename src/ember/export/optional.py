@@ -12,5 +12,5 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"{module!r} is needed for this feature but is not installed; install it with: pip install \"ember[{extra}]\""
+            f'{module!r} is needed for this feature but is not installed; install it with: pip install "ember[{extra}]"'
         ) from err

@@ -48,9 +48,17 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def to_module_device(module: nn.Module, sample: Any) -> Any:
-    """``sample`` with every tensor moved to the module's device."""
+    """``sample`` with every tensor moved to the module's device.
+
+    A tensor on the ``meta`` device (an ``example_input_array`` made while the module was built on
+    ``meta``, as checkpoint loading does) has a shape but no values: it becomes zeros of that shape.
+    """
     device = module_device(module)
-    return apply_to_tensors(sample, lambda t: t.to(device))
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(t.shape, dtype=t.dtype, device=device) if t.is_meta else t.to(device)
+
+    return apply_to_tensors(sample, move)
 
 
 @contextlib.contextmanager

@@ -27,9 +27,7 @@ def check_target(target: Any, argument: str = "file_path") -> None:
             raise ValueError(f"{argument}='' is empty; give a file path or a writable binary file object")
         return
     if isinstance(target, io.TextIOBase):
-        raise TypeError(
-            f"{argument} is a text-mode file ({target!r}); exports are binary: open it with mode 'wb'"
-        )
+        raise TypeError(f"{argument} is a text-mode file ({target!r}); exports are binary: open it with mode 'wb'")
     write = getattr(target, "write", None)
     if not callable(write):
         raise TypeError(

@@ -78,8 +78,12 @@ class Checkpoint:
 
     @property
     def last_checkpoint(self) -> str | None:
-        """Path of the most recently saved file."""
-        return next(reversed(self.topk.saved), None)
+        """Path of the kept file with the highest priority, as in Ignite: the best score with a
+        ``score_function`` (``Checkpoint.load_objects(..., handler.last_checkpoint)`` loads the
+        best model), else the latest step."""
+        saved = self.topk.saved
+        order = {p: i for i, p in enumerate(saved)}
+        return max(saved, key=lambda p: (saved[p], order[p]), default=None)
 
     @property
     def saved(self) -> list[tuple[float, str]]:
@@ -89,12 +93,10 @@ class Checkpoint:
         objects = _check_to_save(to_save, "to_save") if to_save is not None else self.to_save
         if objects is None:
             raise ValueError("nothing to save: pass to_save to the constructor or to the call")
-        event = engine.last_event_name
         if self.global_step_transform is not None:
-            step = int(self.global_step_transform(engine, event))
-        else:
-            attr = getattr(engine, "_event_to_attr", {}).get(getattr(event, "name", event), "iteration")
-            step = int(getattr(engine.state, attr))
+            step = int(self.global_step_transform(engine, engine.last_event_name))
+        else:  # as Ignite: the iteration, whatever the event (EPOCH_COMPLETED(every=2) -> model_20.pt)
+            step = int(engine.state.iteration)
         if self.score_function is not None:
             score = self.score_function(engine)
             if not isinstance(score, numbers.Number):
@@ -109,7 +111,7 @@ class Checkpoint:
         if score is None:
             suffix = str(step)
         else:
-            shown = f"{score:.4f}" if isinstance(score, float) else str(score)
+            shown = str(score) if isinstance(score, numbers.Integral) else f"{score:.4f}"
             suffix = f"{self.score_name}={shown}" if self.score_name else shown
             if self.global_step_transform is not None:
                 suffix = f"{step}_{suffix}"

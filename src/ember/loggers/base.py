@@ -28,12 +28,19 @@ from ember.engine.events import EventsList, Priority
 
 def global_rank() -> int:
     """This process's rank: from ``torch.distributed`` once initialised, else the ``RANK`` variable."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _dist_initialized():
         return torch.distributed.get_rank()
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    global _env_rank
+    if _env_rank is None:
+        try:
+            _env_rank = int(os.environ.get("RANK", "0"))
+        except ValueError:
+            _env_rank = 0
+    return _env_rank
+
+
+_env_rank: int | None = None  # read once: launchers set RANK before the process starts
+_dist_initialized = torch.distributed.is_initialized if torch.distributed.is_available() else (lambda: False)
 
 
 def is_rank_zero() -> bool:
@@ -243,6 +250,15 @@ def plain_param(value: Any) -> int | float | str | bool:
     return str(value)
 
 
+def yaml_safe(value: Any) -> Any:
+    """``value`` with nested dicts and lists kept and every leaf made a plain value (or None)."""
+    if isinstance(value, Mapping):
+        return {str(k): yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [yaml_safe(v) for v in value]
+    return None if value is None else plain_param(value)
+
+
 def check_params(params: Any) -> Mapping[str, Any]:
     if hasattr(params, "__dict__") and type(params).__name__ == "Namespace":
         params = vars(params)
@@ -252,6 +268,25 @@ def check_params(params: Any) -> Mapping[str, Any]:
 
 
 def check_step(step: Any) -> int:
+    if type(step) is int:
+        return step
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise TypeError(f"log_metrics: step must be an int, got {step!r}")
     return int(step)
+
+
+_SCALAR_TYPES = (torch.Tensor, float, int)
+
+
+def scalar_row(metrics: Mapping[str, Any], names: dict[str, str], rename: Callable[[str], str]) -> dict[str, Any]:
+    """``metrics`` under their logged names (``names`` caches ``rename``), checked to be numbers or
+    tensors; tensors are kept as they are (moved to the host when written)."""
+    row = {}
+    for key, value in metrics.items():
+        if not isinstance(value, _SCALAR_TYPES) and not isinstance(value, numbers.Real):
+            raise TypeError(f"log_metrics: {key!r} must be a number or a scalar tensor, got {type(value).__name__}")
+        name = names.get(key)
+        if name is None:
+            name = names[key] = rename(key)
+        row[name] = value
+    return row

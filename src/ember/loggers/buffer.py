@@ -36,7 +36,7 @@ class MetricBuffer:
         self.interval = float(interval)
         self._name = name
         self._queue: deque[tuple[int, float, Mapping[str, Any]]] = deque()
-        self._lock = threading.Lock()  # one writer at a time: the thread or a flush()
+        self.lock = threading.Lock()  # one writer at a time: the thread, a flush() or the logger itself
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -81,7 +81,7 @@ class MetricBuffer:
                 return
 
     def _drain(self) -> None:
-        with self._lock:
+        with self.lock:
             queue = self._queue
             entries = [queue.popleft() for _ in range(len(queue))]
             if entries:
@@ -94,28 +94,34 @@ class MetricBuffer:
 
 
 def to_host(entries: list[tuple[int, float, Mapping[str, Any]]]) -> list[Entry]:
-    """Entries with every tensor value replaced by a float, one transfer per device and dtype."""
+    """Entries with every tensor value replaced by a float: CPU tensors read one by one (cheapest),
+    others stacked and moved in one transfer per device and dtype."""
     out: list[Entry] = []
-    groups: dict[tuple[torch.device, torch.dtype], list[tuple[dict[str, float], str, torch.Tensor]]] = {}
+    deferred: dict[tuple[torch.device, torch.dtype], list[tuple[dict[str, float], str, torch.Tensor]]] = {}
+    tensor = torch.Tensor
     for step, walltime, metrics in entries:
         row: dict[str, float] = {}
         for key, value in metrics.items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, tensor):
                 if value.numel() != 1:
                     raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-                groups.setdefault((value.device, value.dtype), []).append((row, key, value))
-                row[key] = 0.0  # keeps the key order
+                if value.is_cpu:
+                    row[key] = value.item()
+                else:
+                    deferred.setdefault((value.device, value.dtype), []).append((row, key, value))
+                    row[key] = 0.0  # keeps the key order
             else:
                 row[key] = float(value)
         out.append((step, walltime, row))
-    for (device, _), items in groups.items():
-        stacked = torch.stack([t.detach().reshape(()) for _, _, t in items])
-        for (row, key, _), f in zip(items, _tensor_to_list(stacked, device)):
+    for (device, _), items in deferred.items():
+        with torch.no_grad():
+            stacked = torch.stack([t if t.ndim == 0 else t.reshape(()) for _, _, t in items])
+        for (row, key, _), f in zip(items, _device_to_list(stacked, device)):
             row[key] = float(f)
     return out
 
 
-def _tensor_to_list(t: torch.Tensor, device: torch.device) -> list[Any]:
+def _device_to_list(t: torch.Tensor, device: torch.device) -> list[Any]:
     if device.type == "cuda":
         # a non-blocking copy and an event wait: the writer thread waits for the device, and no
         # synchronising call is made that torch.cuda.set_sync_debug_mode("error") would reject

@@ -1,7 +1,9 @@
 """``CSVLogger``: metrics to ``<save_dir>/<name>/version_N/metrics.csv``, hyperparameters to ``hparams.yaml``.
 
-Rows are appended and flushed at each ``save()`` (epoch end, exit). When a new metric name appears,
-the file is rewritten whole with the wider header, atomically, so a crash never leaves a torn file.
+Rows are kept in memory (tensor values moved to the host in batches) and appended and fsynced at
+each ``save()`` (epoch end, exit). When a new metric name appears, or a resumed run drops the rows
+its predecessor wrote after the checkpoint, the file is rewritten whole, atomically, so a crash
+never leaves a torn file.
 """
 
 from __future__ import annotations
@@ -9,27 +11,51 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ember.io.atomic import atomic_write_text
-from ember.loggers.base import Logger, next_version
+from ember.loggers.base import (
+    Logger,
+    check_dir_name,
+    check_params,
+    check_path,
+    check_step,
+    check_version,
+    is_rank_zero,
+    next_version,
+    version_dir,
+    yaml_safe,
+)
+from ember.loggers.buffer import to_host
+
+_HOST_EVERY = 1024  # rows: move pending tensor values to the host this often, to bound memory
 
 
 class CSVLogger(Logger):
-    """Write metrics as CSV (one row per step, one column per metric)."""
+    """Write metrics as CSV: one row per ``log_metrics`` call, one column per metric name.
+
+    Args:
+        save_dir: root directory; the run goes to ``save_dir/name/version_N``.
+        name: experiment directory under ``save_dir``.
+        version: an int (``version_<int>``), a directory name, or None for the next free number.
+    """
+
+    accepts_tensors = True
 
     def __init__(self, save_dir: str | os.PathLike = ".", name: str = "ember_logs", version: int | str | None = None):
-        if not isinstance(save_dir, (str, os.PathLike)):
-            raise TypeError(f"save_dir must be a path, got {save_dir!r}")
-        if not isinstance(name, str) or not name or os.sep in name:
-            raise ValueError(f"name must be a non-empty directory name, got {name!r}")
-        self._save_dir = Path(save_dir)
-        self._name = name
-        self._version = version if version is not None else next_version(self._save_dir / name)
+        self._save_dir = check_path("save_dir", save_dir)
+        self._name = check_dir_name("name", name)
+        self._version = check_version(version)
+        self._version_given = version is not None
         self._columns: list[str] = []
-        self._rows: list[dict[str, Any]] = []  # not yet on disk
+        self._column_set: set[str] = set()
+        self._rows: list[dict[str, Any]] = []  # not yet on disk; values may still be tensors
+        self._on_host = 0  # how many of _rows hold floats only
         self._needs_rewrite = False
+        self._purge_after: int | None = None
+        self._last_step: int | None = None
 
     @property
     def name(self) -> str:
@@ -37,40 +63,70 @@ class CSVLogger(Logger):
 
     @property
     def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(self._save_dir / self._name)
         return self._version
 
     @property
+    def save_dir(self) -> str:
+        return str(self._save_dir)
+
+    @property
     def log_dir(self) -> str:
-        version = self._version if isinstance(self._version, str) else f"version_{self._version}"
-        return str(self._save_dir / self._name / version)
+        return str(self._save_dir / self._name / version_dir(self.version))
 
     @property
     def metrics_file(self) -> Path:
         return Path(self.log_dir) / "metrics.csv"
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        row = {"step": step, **metrics}
-        for key in row:
-            if key not in self._columns:
-                self._columns.append(key)
-                self._needs_rewrite = True
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        if not is_rank_zero():
+            return
+        row = {"step": check_step(step), **metrics}
+        if not self._column_set.issuperset(row):
+            self._columns += [key for key in row if key not in self._column_set]
+            self._column_set.update(row)
+            self._needs_rewrite = True
         self._rows.append(row)
+        self._last_step = row["step"]
+        if len(self._rows) - self._on_host >= _HOST_EVERY:
+            self._to_host()
 
-    def log_hyperparams(self, params: dict[str, Any]) -> None:
+    def _to_host(self) -> None:
+        pending = self._rows[self._on_host :]
+        converted = to_host([(0, 0.0, row) for row in pending])
+        for row, (_, _, floats) in zip(pending, converted):
+            row.update(floats)
+            row["step"] = int(row["step"])
+        self._on_host = len(self._rows)
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Write ``params`` to ``hparams.yaml`` in ``log_dir`` (non-plain values as text)."""
+        if not is_rank_zero():
+            return
         import yaml
 
-        atomic_write_text(Path(self.log_dir) / "hparams.yaml", yaml.safe_dump(dict(params), sort_keys=False))
+        plain = yaml_safe(check_params(params))
+        atomic_write_text(Path(self.log_dir) / "hparams.yaml", yaml.safe_dump(plain, sort_keys=False))
 
     def save(self) -> None:
-        if not self._rows and not self._needs_rewrite:
+        """Append the rows logged since the last save to ``metrics.csv`` and fsync it."""
+        if not is_rank_zero() or (not self._rows and not self._needs_rewrite and self._purge_after is None):
             return
+        self._to_host()
         path = self.metrics_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        if self._needs_rewrite or not path.exists():
+        if self._needs_rewrite or self._purge_after is not None or not path.exists():
             old: list[dict[str, Any]] = []
             if path.exists():
                 with open(path, newline="") as f:
-                    old = list(csv.DictReader(f))
+                    reader = csv.DictReader(f)
+                    old = list(reader)
+                old_columns = list(reader.fieldnames or [])
+                self._columns = old_columns + [c for c in self._columns if c not in old_columns]
+                self._column_set = set(self._columns)
+            if self._purge_after is not None:
+                old = [r for r in old if not r.get("step") or int(r["step"]) <= self._purge_after]
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=self._columns, lineterminator="\n")
             writer.writeheader()
@@ -82,4 +138,23 @@ class CSVLogger(Logger):
                 f.flush()
                 os.fsync(f.fileno())
         self._rows = []
+        self._on_host = 0
         self._needs_rewrite = False
+        self._purge_after = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``name``, ``version`` and the last ``step`` logged: plain values for a checkpoint."""
+        return {"name": self._name, "version": self.version, "step": self._last_step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved run's file (unless this logger was given its own ``version`` or
+        another ``name``), dropping rows its predecessor wrote after the saved step."""
+        if self._version_given or state.get("name") != self._name or state.get("version") is None:
+            return
+        self.save()
+        self._version = check_version(state["version"])
+        self._columns, self._column_set = [], set()
+        self._needs_rewrite = True
+        if state.get("step") is not None:
+            self._last_step = self._purge_after = int(state["step"])
+

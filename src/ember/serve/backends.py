@@ -142,6 +142,12 @@ def _from_module(module: nn.Module, format: str, device: str) -> Backend:
         return tree_map(_to_numpy, out)
 
     example = getattr(module, "example_input_array", None)
+    if isinstance(example, (tuple, list, dict)) and len(example) != 1:
+        raise ValueError(
+            f"{name}.example_input_array holds {len(example)} inputs; ember serve feeds models with one input tensor"
+        )
+    if isinstance(example, (tuple, list)):
+        example = example[0]
     spec = spec_of(example) if isinstance(example, torch.Tensor) and example.dim() > 0 else None
     return Backend(predict, name, format, spec)
 
@@ -161,7 +167,7 @@ def _from_program(program: torch.export.ExportedProgram, name: str, device: str)
 def _program_input(program: torch.export.ExportedProgram) -> TensorSpec | None:
     names = program.graph_signature.user_inputs
     if len(names) != 1:
-        return None
+        raise ValueError(f"the exported program takes {len(names)} inputs {list(names)}; ember serve feeds models with one")
     node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
     value = node.meta.get("val") if node is not None else None
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
@@ -199,4 +205,6 @@ def _to_numpy(value: Any) -> Any:
         if value.dtype == torch.bfloat16:  # numpy has no bfloat16
             value = value.float()
         return value.detach().cpu().numpy()
-    raise TypeError(f"the model returned a {type(value).__name__}; ember serve returns tensors (or tuples/dicts of them)")
+    raise TypeError(
+        f"the model returned a {type(value).__name__}; ember serve returns tensors (or tuples/dicts of them)"
+    )

@@ -2,19 +2,20 @@
 
 The event loop only enqueues and awaits; one worker thread takes the oldest request, then keeps
 adding queued requests with the same per-sample shape until ``max_batch_size`` samples are
-gathered or ``max_wait_ms`` has passed since the oldest one arrived, runs the model once, and hands
-every caller its own rows. A batch that fails is retried request by request, so one bad input
+gathered, ``max_wait_ms`` has passed since the oldest one arrived, or no other request is on its
+way (being read or validated), runs the model once, and hands every caller its own rows. A batch that fails is retried request by request, so one bad input
 fails only its own request. ``stop()`` finishes everything already queued before the thread exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,14 +73,16 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._arriving = 0
 
     @property
     def queue_size(self) -> int:
         return len(self._queue)
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stopping
+    def accepting(self) -> bool:
+        """True until :meth:`stop` (and while the worker thread, once started, is alive)."""
+        return not self._stopping and (self._thread is None or self._thread.is_alive())
 
     def start(self) -> None:
         """Start the worker thread (idempotent; :meth:`submit` starts it too)."""
@@ -103,6 +106,22 @@ class DynamicBatcher:
             self._queue.append(request)
             self._cond.notify()
         return request.future
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request whose body is still being read and checked (submit inside the block).
+
+        While none is arriving and the queue is empty, the worker does not wait ``max_wait_ms`` for
+        company that is not coming: a lone request runs at once.
+        """
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify()
 
     async def run(self, batch: np.ndarray) -> Outputs:
         """:meth:`submit` for the event loop: awaits the result without blocking the loop."""
@@ -146,7 +165,7 @@ class DynamicBatcher:
             while size < self.max_batch_size:
                 if not self._queue:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._stopping:
+                    if remaining <= 0 or self._stopping or self._arriving == 0:
                         break
                     self._cond.wait(remaining)
                     continue

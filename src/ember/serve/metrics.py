@@ -50,7 +50,8 @@ class ServerMetrics:
     def __init__(self, model_labels: dict[str, str], queue_size: Callable[[], int] = lambda: 0) -> None:
         self._lock = threading.Lock()
         self._model_labels = model_labels
-        self._queue_size = queue_size
+        #: Returns the number of requests waiting for the model (the ``ember_queue_size`` gauge).
+        self.queue_size = queue_size
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
@@ -72,21 +73,30 @@ class ServerMetrics:
     def render(self) -> str:
         """The metrics in Prometheus' text format (``text/plain; version=0.0.4``)."""
         with self._lock:
-            out = ["# HELP ember_requests_total HTTP requests by path and status code.", "# TYPE ember_requests_total counter"]
+            out = [
+                "# HELP ember_requests_total HTTP requests by path and status code.",
+                "# TYPE ember_requests_total counter",
+            ]
             for (path, status), count in sorted(self.requests.items()):
                 out.append(f'ember_requests_total{{path="{_esc(path)}",status="{status}"}} {count}')
-            out += ["# HELP ember_request_duration_seconds Time from request to response.", "# TYPE ember_request_duration_seconds histogram"]
+            out += [
+                "# HELP ember_request_duration_seconds Time from request to response.",
+                "# TYPE ember_request_duration_seconds histogram",
+            ]
             for path, histogram in sorted(self.latency.items()):
                 out.extend(histogram.lines("ember_request_duration_seconds", f'path="{_esc(path)}"'))
             out += ["# HELP ember_batch_size Samples per forward pass.", "# TYPE ember_batch_size histogram"]
             out.extend(self.batch_size.lines("ember_batch_size"))
-            out += ["# HELP ember_inference_duration_seconds Time of one forward pass.", "# TYPE ember_inference_duration_seconds histogram"]
+            out += [
+                "# HELP ember_inference_duration_seconds Time of one forward pass.",
+                "# TYPE ember_inference_duration_seconds histogram",
+            ]
             out.extend(self.inference.lines("ember_inference_duration_seconds"))
         labels = ",".join(f'{k}="{_esc(v)}"' for k, v in self._model_labels.items())
         out += [
             "# HELP ember_queue_size Requests waiting for the model.",
             "# TYPE ember_queue_size gauge",
-            f"ember_queue_size {self._queue_size()}",
+            f"ember_queue_size {self.queue_size()}",
             "# HELP ember_model_info The served model.",
             "# TYPE ember_model_info gauge",
             f"ember_model_info{{{labels}}} 1",

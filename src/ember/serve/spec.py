@@ -36,7 +36,7 @@ class TensorSpec:
 
     def describe(self) -> str:
         sample = _fmt(self.shape)
-        batch = _fmt((self.batch if self.batch is not None else "n", *self.shape))
+        batch = _fmt(("n", *self.shape))
         return f"one sample of shape {sample} or a batch of shape {batch}, dtype {self.dtype.name}"
 
 

@@ -14,6 +14,11 @@ import numpy as np
 
 from ember.serve.spec import TensorSpec
 
+try:  # several times faster on large arrays of numbers; part of the "serve" extra
+    import orjson
+except ImportError:  # pragma: no cover - the stdlib parser gives the same results
+    orjson = None
+
 #: The dtype of inputs for a model whose expected input is unknown.
 DEFAULT_DTYPE = np.dtype(np.float32)
 
@@ -28,13 +33,18 @@ class InvalidInput(Exception):
 
 
 def parse_inputs(body: bytes) -> Any:
-    """The ``inputs`` value of a JSON body ``{"inputs": ...}``."""
+    """The ``inputs`` value of a JSON body ``{"inputs": ...}`` (NaN and Infinity literals parse)."""
     if not body.strip():
         raise InvalidInput(400, 'the request body is empty; send JSON like {"inputs": [...]}')
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise InvalidInput(400, f'the request body is not valid JSON ({err}); send {{"inputs": [...]}}') from None
+        payload = orjson.loads(body) if orjson is not None else json.loads(body)
+    except (ValueError, RecursionError):
+        # orjson refuses what Python's parser accepts (NaN, Infinity, huge integers): those are
+        # checked below with a precise message. Real syntax errors get the stdlib's description.
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise InvalidInput(400, f'the request body is not valid JSON ({err}); send {{"inputs": [...]}}') from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InvalidInput(422, 'the body must be a JSON object with an "inputs" field: {"inputs": [...]}')
     return payload["inputs"]
@@ -58,15 +68,15 @@ def to_batch(
     if array.dtype == np.bool_ or (check_bools and array.dtype.kind in "fiu" and _contains_bool(inputs)):
         if spec is None or spec.dtype != np.bool_:
             raise InvalidInput(422, f'"inputs" contains true/false; expected numbers: {expected}')
-    single = False
+    single, sent = False, list(array.shape)
     if spec is not None:
         rank = len(spec.shape)
         if array.ndim == rank:
             array, single = array[np.newaxis], True
-        fixed = (spec.batch,) if spec.batch is not None and not single else (None,)
-        wanted = (*fixed, *spec.shape)
+        # Any number of samples: a model exported with a fixed batch gets padded chunks (see batching).
+        wanted = (None, *spec.shape)
         if array.ndim != rank + 1 or any(w is not None and w != d for w, d in zip(wanted, array.shape)):
-            raise InvalidInput(422, f'"inputs" has shape {list(array.shape)}; expected {expected}')
+            raise InvalidInput(422, f'"inputs" has shape {sent}; expected {expected}')
     elif array.ndim == 0:
         raise InvalidInput(422, f'"inputs" is a single number; expected {expected}')
     dtype = spec.dtype if spec is not None else DEFAULT_DTYPE
@@ -86,10 +96,10 @@ def _as_array(inputs: Any, expected: str) -> np.ndarray:
         problem = "contains strings"
     elif _contains(inputs, lambda v: v is None):
         problem = "contains null"
-    elif _contains(inputs, lambda v: isinstance(v, int) and not isinstance(v, bool)):
-        problem = "contains integers too large for any numeric type"
+    elif _contains(inputs, lambda v: not isinstance(v, (int, float))):
+        problem = "contains values that are not numbers (objects or strings)"
     else:
-        problem = "contains values that are not numbers (objects or mixed nesting)"
+        problem = "contains integers too large for any numeric type"
     raise InvalidInput(422, f'"inputs" {problem}; expected numbers: {expected}')
 
 
@@ -108,7 +118,9 @@ def _cast(array: np.ndarray, dtype: np.dtype, allow_nan: bool, expected: str) ->
         return array.astype(dtype)
     finite_before = allow_nan or array.dtype.kind != "f" or bool(np.isfinite(array).all())
     if not finite_before:
-        raise InvalidInput(422, f'"inputs" contains NaN or infinity, which this server does not accept; expected {expected}')
+        raise InvalidInput(
+            422, f'"inputs" contains NaN or infinity, which this server does not accept; expected {expected}'
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.astype(dtype)
     if not allow_nan and not np.isfinite(cast).all():

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ember.checkpoint import capture_rng_states, load_checkpoint, new_checkpoint, restore_rng_states, save_checkpoint
+from ember.checkpoint import capture_rng_states, new_checkpoint, restore_rng_states
 from ember.checkpoint.loading import adapt_state_dict
 
 if TYPE_CHECKING:
@@ -65,15 +65,20 @@ class CheckpointConnector:
 
     # ------------------------------------------------------------------ saving
 
-    def dump(self, weights_only: bool = False) -> dict[str, Any]:
+    def dump(self, weights_only: bool = False, sharded: bool = False) -> dict[str, Any]:
+        """The checkpoint dict. Every process calls this under a strategy whose weights must be
+        gathered (FSDP: ``strategy.collective_state_dict``); ``sharded`` keeps each rank's shards."""
         tr = self.trainer
+        strategy = tr.strategy
         model = tr.model
         if model is None:
             raise RuntimeError("nothing to save: the trainer has no model yet (call fit/validate/test first)")
         ckpt = new_checkpoint()
         ckpt["epoch"] = tr.current_epoch
         ckpt["global_step"] = tr.global_step
-        ckpt["state_dict"] = model.state_dict()
+        ckpt["state_dict"] = strategy.model_state_dict(model, sharded=sharded)
+        if sharded:
+            ckpt["sharded"] = True
         hparams = getattr(model, "hparams", None)
         if isinstance(hparams, dict) and hparams:
             ckpt["hyper_parameters"] = dict(hparams)
@@ -82,7 +87,7 @@ class CheckpointConnector:
             ckpt["datamodule_hyper_parameters"] = dict(dm.hparams)
         if not weights_only:
             ckpt["loops"] = {"fit": tr._fit_loop.state_dict()}
-            ckpt["optimizer_states"] = [o.state_dict() for o in tr.optimizers]
+            ckpt["optimizer_states"] = [strategy.optimizer_state_dict(model, o, sharded=sharded) for o in tr.optimizers]
             ckpt["lr_schedulers"] = [c.scheduler.state_dict() for c in tr.lr_scheduler_configs]
             ckpt["precision"] = tr.precision_plugin.state_dict()
             ckpt["callbacks"] = {
@@ -100,9 +105,9 @@ class CheckpointConnector:
         return ckpt
 
     def save(self, path: str | os.PathLike, weights_only: bool = False) -> None:
-        checkpoint = self.dump(weights_only)
-        if self.trainer.is_global_zero:
-            save_checkpoint(checkpoint, path)
+        """Every process calls this; the strategy writes (rank zero, or every rank's shards)."""
+        strategy = self.trainer.strategy
+        strategy.save_checkpoint(self.dump(weights_only, sharded=strategy.saves_sharded), path)
 
     def _stateful_callbacks(self) -> list[Any]:
         dispatch = self.trainer._stage_dispatch
@@ -121,7 +126,8 @@ class CheckpointConnector:
                 raise ValueError(f'ckpt_path="best" but no best checkpoint is known to this trainer ({stage})')
             return cb.best_model_path
         if ckpt_path == "last":
-            found = self._newest_checkpoint()
+            # distributed: every rank resumes from the file rank zero found (a new one may be appearing)
+            found = self.trainer.strategy.broadcast(self._newest_checkpoint())
             if found is None:
                 warnings.warn(
                     f'ckpt_path="last": no checkpoint found under {self.trainer.default_root_dir!r}; starting from scratch',
@@ -145,13 +151,16 @@ class CheckpointConnector:
     # ------------------------------------------------------------------ restoring
 
     def load(self, path: str) -> dict[str, Any]:
-        return load_checkpoint(path, map_location=self.trainer.root_device)
+        return self.trainer.strategy.load_checkpoint(path, map_location=self.trainer.root_device)
 
     def restore_model(self, checkpoint: dict[str, Any]) -> None:
         model = self.trainer.model
         if "state_dict" not in checkpoint:
             raise ValueError("the checkpoint holds no model weights ('state_dict')")
-        model.load_state_dict(adapt_state_dict(model, checkpoint["state_dict"]))
+        state = checkpoint["state_dict"]
+        if not checkpoint.get("sharded"):  # a sharded checkpoint's weights are read in place by the strategy
+            state = adapt_state_dict(model, state)
+        self.trainer.strategy.load_model_state_dict(model, state)
         hook = getattr(model, "on_load_checkpoint", None)
         if callable(hook):
             hook(checkpoint)
@@ -164,8 +173,8 @@ class CheckpointConnector:
         states = checkpoint.get("optimizer_states", [])
         if len(states) != len(tr.optimizers):
             raise ValueError(f"the checkpoint has {len(states)} optimizer states but configure_optimizers() gave {len(tr.optimizers)}")
-        for opt, state in zip(tr.optimizers, states):
-            opt.load_state_dict(state)
+        for i, (opt, state) in enumerate(zip(tr.optimizers, states)):
+            tr.strategy.load_optimizer_state_dict(tr.model, opt, state, index=i)
         scheds = checkpoint.get("lr_schedulers", [])
         if len(scheds) != len(tr.lr_scheduler_configs):
             raise ValueError(f"the checkpoint has {len(scheds)} scheduler states but configure_optimizers() gave {len(tr.lr_scheduler_configs)}")
@@ -188,6 +197,7 @@ class CheckpointConnector:
                 if getattr(fn, "__self__", None) is not tr.model:  # the module's hook ran with its weights
                     fn(checkpoint)
         tr._fit_loop.load_state_dict(checkpoint["loops"]["fit"], checkpoint.get("rng_states"))
+        tr.strategy.restored()
 
     @staticmethod
     def restore_rng(states: dict[str, Any] | None) -> None:

@@ -58,7 +58,7 @@ class EvalLoop:
                 loop.predictions[data.dataloader_idx].append(out)
                 return out
 
-            self.engine._process_function = predict_process
+            self.engine.process_function = predict_process
         else:
             ctx = tr._logging.ctx
 
@@ -69,7 +69,7 @@ class EvalLoop:
                     return step_fn(batch, data.batch_idx, data.dataloader_idx)
                 return step_fn(batch, data.batch_idx)
 
-            self.engine._process_function = eval_process
+            self.engine.process_function = eval_process
         on = self._on
         on(Events.STARTED, lambda e: self._call_level(f"on_{p}_start"))
         on(Events.EPOCH_STARTED, self._on_epoch_started)

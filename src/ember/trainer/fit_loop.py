@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset
 from ember.checkpoint.rng import restore_rng_states
 from ember.engine import Events, Priority
 from ember.module import Module
-from ember.trainer.checkpointing import epoch_start_rng, restore_epoch_start_rng
+from ember.trainer.checkpointing import epoch_start_rng, loader_generator, restore_epoch_start_rng
 from ember.trainer.hooks import Dispatch, overrides
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class FitLoop:
                         f"{name}={value!r} has no effect with manual optimization (automatic_optimization=False); "
                         f"leave it at {off!r} and accumulate or clip in training_step (self.clip_gradients)"
                     )
-        engine._process_function = self._build_process(module, dispatch)
+        engine.process_function = self._build_process(module, dispatch)
         on = self._on
         on(Events.STARTED, self._on_started)
         on(Events.EPOCH_STARTED, self._on_epoch_started)
@@ -133,7 +133,8 @@ class FitLoop:
 
     def _build_process(self, module: Any, dispatch: Dispatch) -> Any:
         tr = self.trainer
-        step = tr.precision_plugin.wrap(module.training_step)
+        # the strategy's way in: DDP calls training_step through its forward (gradient sync bookkeeping)
+        step = tr.precision_plugin.wrap(tr.strategy.training_step_fn(module))
         if getattr(module, "automatic_optimization", True) is False:  # plain nn.Modules have no such attribute
 
             def manual_process(engine: Any, batch: Any) -> Any:
@@ -182,7 +183,21 @@ class FitLoop:
                 optimizer_step(batch_idx)
             return out
 
-        return training_process
+        # Distributed gradient accumulation: skip the gradient all-reduce on the micro-steps that do
+        # not end in an optimizer step. Only when the epoch length is known: otherwise the last
+        # micro-steps of an epoch could not be told apart and would step with unsynchronised grads.
+        no_sync = tr.strategy.no_sync() if accumulate > 1 and self.sized else None
+        if no_sync is None:
+            return training_process
+
+        def accumulating_process(engine: Any, batch: Any) -> Any:
+            state = engine.state
+            if loop.micro + 1 >= accumulate or state.iteration - loop.epoch_base + 1 == state.epoch_length:
+                return training_process(engine, batch)  # this micro-step steps: its backward syncs
+            with no_sync():
+                return training_process(engine, batch)
+
+        return accumulating_process
 
     def _build_optimizer_step(self, module: Any, dispatch: Dispatch) -> Any:
         tr = self.trainer
@@ -273,8 +288,15 @@ class FitLoop:
         tr = self.trainer
         state = engine.state
         resume, self.resume = self.resume, None
-        if resume is not None and resume["epoch_end_pending"]:
-            self._step_epoch_schedulers(state.epoch)  # the tail of the epoch the checkpoint was saved in
+        if resume is not None:
+            if resume["epoch_end_pending"]:  # the tail of the epoch the checkpoint was saved in
+                with warnings.catch_warnings():  # torch warns as this process has not stepped the optimizer yet
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                    self._step_epoch_schedulers(resume["epoch"])
+            if resume["finished"]:  # saved as the run ended: nothing is left to train
+                tr._current_epoch = resume["epoch"]
+                engine.terminate()
+                return
         consumed = resume["batches"] if resume is not None else 0
         self.epoch_base = state.iteration + 1 - consumed
         self.stopping = self.skip_epoch_validation = False
@@ -287,6 +309,9 @@ class FitLoop:
                 s.set_epoch(tr._current_epoch)
         if resume is not None and not consumed:
             restore_rng_states(resume["rng"])
+            gen = loader_generator(self.train_data)
+            if gen is not None and resume.get("loader_generator") is not None:
+                gen.set_state(resume["loader_generator"])  # it moved on during the epochs before
         ctx = tr._logging.ctx
         ctx.store.reset()
         ctx.epoch_level = True
@@ -301,6 +326,8 @@ class FitLoop:
             self.epoch_rng = epoch_start_rng(self.train_data)
             data_iter = iter(self.train_data)
         engine.set_data(_Started(data_iter, self.train_data))
+        if consumed and (tr.should_stop or (tr.max_steps is not None and self.global_step >= tr.max_steps)):
+            self._maybe_stop(engine, mid_epoch=True)  # saved at the batch where the run decided to stop
 
     def _resumed_iterator(self, resume: dict[str, Any]) -> Any:
         """This epoch's iterator, positioned after the batches consumed before the checkpoint."""
@@ -344,7 +371,11 @@ class FitLoop:
         store = logging.store_for("train")
         val_every = tr._val_check_batch
         max_steps = tr.max_steps if tr.max_steps is not None else math.inf
-        deadline_box = tr._deadline_box
+        # Several processes must stop at the same step, but their clocks differ: under a distributed
+        # strategy max_time is checked every log_every_n_steps steps, agreed by all of them.
+        distributed = tr.world_size > 1
+        deadline_box = [0.0] if distributed else tr._deadline_box
+        agree_every = log_every if distributed and tr.max_time else 0
         signals = tr._signals
         loop = self
 
@@ -355,6 +386,8 @@ class FitLoop:
                 hook(state.output, state.batch, batch_idx)
             if store.step_dirty and state.iteration % log_every == 0:
                 logging.flush_steps(loop.global_step)
+            if agree_every and state.iteration % agree_every == 0 and loop._past_deadline_everywhere():
+                tr.should_stop = True
             if val_every is not None and (batch_idx + 1) % val_every == 0 and batch_idx + 1 != state.epoch_length:
                 tr._run_validation()
             if (
@@ -407,6 +440,8 @@ class FitLoop:
         logging.save_loggers()
         tr._current_epoch = state.epoch
         ctx.epoch_level = False
+        if tr.world_size > 1:  # all processes stop at the same epoch if any of them wants to
+            tr.should_stop = tr.should_stop or self._past_deadline_everywhere(local_decision=tr.should_stop)
         if (
             self.stopping
             or tr._signals.received is not None
@@ -415,6 +450,13 @@ class FitLoop:
             or (tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0])
         ):
             self._maybe_stop(engine, mid_epoch=False)
+
+    def _past_deadline_everywhere(self, local_decision: bool = False) -> bool:
+        """Whether any process has passed max_time (or, with ``local_decision``, wants to stop);
+        one collective, so every process must call it at the same point."""
+        box = self.trainer._deadline_box
+        past = local_decision or bool(box[0] and time.monotonic() >= box[0])
+        return self.trainer.strategy.reduce_boolean_decision(past, all=False)
 
     # ------------------------------------------------------------------ checkpoint state
 
@@ -430,8 +472,12 @@ class FitLoop:
             "epoch_rng": self.epoch_rng,
             "epoch_end_pending": self.in_epoch_end,
             "micro": self.micro,
+            "should_stop": bool(tr.should_stop),
             "callback_metrics": {k: float(v) for k, v in tr.callback_metrics.items()},
         }
+        gen = loader_generator(getattr(self, "train_data", None))
+        if gen is not None:  # a loader's own generator is not among the global RNG states
+            state["loader_generator"] = gen.get_state()
         if self.micro:  # gradients accumulated since the last optimizer step
             state["grads"] = {n: p.grad.detach().clone() for n, p in tr.model.named_parameters() if p.grad is not None}
         dataset = getattr(getattr(self, "train_data", None), "dataset", None)
@@ -442,23 +488,38 @@ class FitLoop:
     def load_state_dict(self, state: dict[str, Any], rng_states: dict[str, Any] | None) -> None:
         """Set the loop up to continue where ``state`` was saved; applied when the first epoch starts."""
         tr = self.trainer
-        tr.train_engine.load_state_dict(state["engine"])
+        # this fit's max_epochs decides where the run ends (it may extend a finished one), not the saved run's
+        engine_state = {**state["engine"], "max_epochs": tr.max_epochs or 2**62, "max_iters": None}
+        tr.train_engine.load_state_dict(engine_state)
         self.global_step = int(state["global_step"])
         tr._current_epoch = int(state["current_epoch"])
+        tr.should_stop = bool(state.get("should_stop", False))
         tr._logging.callback.update({k: torch.tensor(v) for k, v in state.get("callback_metrics", {}).items()})
+        batches = int(state.get("batches", 0))
+        epoch = int(state["engine"]["epoch"])
+        finished = not batches and (
+            epoch >= (tr.max_epochs or 2**62)
+            or (tr.max_steps is not None and self.global_step >= tr.max_steps)
+            or (tr.should_stop and epoch >= (tr.min_epochs or 0) and self.global_step >= (tr.min_steps or 0))
+        )
         self.resume = {
-            "batches": int(state.get("batches", 0)),
+            "batches": batches,
+            "epoch": epoch,  # at an epoch boundary: epochs completed
+            "finished": finished,
             "epoch_rng": state.get("epoch_rng"),
             "epoch_end_pending": bool(state.get("epoch_end_pending", False)),
             "micro": int(state.get("micro", 0)),
             "grads": state.get("grads"),
             "dataset": state.get("dataset"),
+            "loader_generator": state.get("loader_generator"),
             "rng": rng_states or {},
         }
         if self.resume["batches"] and self.resume["epoch_rng"] is None:
             raise ValueError("the checkpoint was saved mid-epoch without the epoch's RNG states; it cannot resume there")
 
     def _step_epoch_schedulers(self, epoch: int) -> None:
+        if getattr(self.module, "automatic_optimization", True) is False:
+            return  # as in Lightning: under manual optimization the module steps its schedulers itself
         for cfg in self.trainer.lr_scheduler_configs:
             if cfg.interval == "epoch" and epoch % cfg.frequency == 0:
                 self.trainer._step_scheduler(cfg)

@@ -64,6 +64,9 @@ class TrainerLogging:
         self.progress: dict[str, float] = {}
         self._progress_sources: dict[str, LoggedValue] = {}
         self.enabled = True  # False while sanity checking: nothing reaches loggers or metrics
+        # set by a distributed strategy: sync([(name, tensor, reduce_fx, weight), ...]) -> the tensors
+        # reduced over the processes (see ParallelStrategy.sync_logged)
+        self.sync: Any = None
 
     # ---------------------------------------------------------------- stage switching
 
@@ -129,7 +132,7 @@ class TrainerLogging:
         if not (on_step or on_epoch):
             raise ValueError(f"self.log({name!r}): on_step and on_epoch are both False, so it would never be recorded")
         reduce = resolve_reduce_fx(reduce_fx)
-        if ctx.multi_dataloader and add_dataloader_idx:
+        if ctx.multi_dataloader and add_dataloader_idx and not epoch_level:  # epoch hooks span all loaders
             name = f"{name}/dataloader_idx_{ctx.dataloader_idx}"
         if on_epoch and reduce == "mean":
             weight = ctx.batch_size() if batch_size is None else batch_size
@@ -171,7 +174,9 @@ class TrainerLogging:
     # ---------------------------------------------------------------- writing
 
     def flush_steps(self, step: int) -> None:
-        """Send pending step values of the running stage to the loggers (one transfer)."""
+        """Send pending step values of the running stage to the loggers: as tensors to loggers that
+        take them (``accepts_tensors``; they move values to the host when they write), as floats
+        (one transfer) to the others."""
         store = self.ctx.store
         if store is None or not store.step_dirty:
             return
@@ -182,11 +187,18 @@ class TrainerLogging:
         keys = [k for k, v in pending.items() if v.logger]
         if not keys or not self.enabled:
             return
-        floats = to_float_tensors([pending[k].last for k in keys])
-        metrics = dict(zip(keys, floats))
+        metrics = {k: pending[k].last for k in keys}
+        if self.sync is not None:  # sync_dist values are reduced over the processes here, where they are written
+            metrics.update(self._synced([(k, pending[k], metrics[k], 1.0) for k in keys if pending[k].sync_dist]))
         self.logged.update(metrics)
+        floats = None
         for lg in self.loggers:
-            lg.log_metrics(metrics, step)
+            if getattr(lg, "accepts_tensors", False):
+                lg.log_metrics(metrics, step)
+            else:
+                if floats is None:
+                    floats = dict(zip(keys, to_float_tensors(list(metrics.values()))))
+                lg.log_metrics(floats, step)
 
     def finish_epoch(self, store: ResultStore, step: int, epoch: int | None) -> dict[str, float]:
         """Reduce ``store``'s epoch values into the views and the loggers; returns them as floats."""
@@ -198,14 +210,18 @@ class TrainerLogging:
         keys = list(items)
         # the last step values shown in the bar stay there after the store is reset (as in Lightning)
         bar_steps = [(key, v.last) for key, v in steps.items() if v.prog_bar]
-        values = [_as_tensor(value) for _, value in items.values()] + [last for _, last in bar_steps]
+        epoch_tensors = [_as_tensor(value) for _, value in items.values()]
+        if self.sync is not None:
+            # an epoch mean is weighted by each process's batch sizes: the mean over all samples
+            synced = self._synced([(k, v, t, v.weight_total) for (k, (v, _)), t in zip(items.items(), epoch_tensors) if v.sync_dist])
+            epoch_tensors = [synced.get(k, t) for k, t in zip(keys, epoch_tensors)]
+        values = epoch_tensors + [last for _, last in bar_steps]
         floats = to_float_tensors(values) if values else []  # one transfer for everything
         for (key, _), f in zip(bar_steps, floats[len(keys) :]):
             self.progress[key] = f
         result: dict[str, float] = {}
         to_log: dict[str, float] = {}
-        for key, f, (v, value) in zip(keys, floats, items.values()):
-            tensor = _as_tensor(value)
+        for key, f, tensor, (v, _) in zip(keys, floats, epoch_tensors, items.values()):
             self.callback[key] = tensor
             self.callback[v.name] = tensor
             result[v.name] = f
@@ -225,6 +241,17 @@ class TrainerLogging:
                 lg.log_metrics(to_log, step)
         store.reset()
         return result
+
+    def _synced(self, entries: list[tuple[str, LoggedValue, Any, float]]) -> dict[str, torch.Tensor]:
+        """``(key, logged value, value, weight)`` entries reduced across processes with their
+        ``reduce_fx`` by ``self.sync``, all in one go (one collective per kind of reduction); called
+        only at flush and epoch end, never per step. torchmetrics objects sync themselves in
+        ``compute()`` and are left alone."""
+        entries = [e for e in entries if e[1].metric is None]
+        if not entries:
+            return {}
+        values = self.sync([(key, _as_tensor(value), v.reduce, weight) for key, v, value, weight in entries])
+        return {key: value for (key, _, _, _), value in zip(entries, values)}
 
     def save_loggers(self) -> None:
         for lg in self.loggers:

@@ -32,6 +32,8 @@ class SignalWatch:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        """Start watching (for one ``fit``): forget any earlier signal, install the handlers."""
+        self.received = None
         if threading.current_thread() is not threading.main_thread():
             return
         for name in SIGNALS:

@@ -47,6 +47,19 @@ def to_float_tensors(values: list[Any]) -> list[float]:
     return out  # type: ignore[return-value]
 
 
+def _scalar_metric_value(name: str, metric: Any) -> Any:
+    """``metric.compute()``, which ``self.log`` needs to be a scalar."""
+    value = metric.compute()
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(
+            f"self.log({name!r}, {type(metric).__name__}): compute() returned a tensor of shape {tuple(value.shape)}; "
+            "self.log takes scalar metrics (e.g. average='macro' or 'micro' instead of per-class values)"
+        )
+    if isinstance(value, dict):
+        raise ValueError(f"self.log({name!r}, {type(metric).__name__}): compute() returned a dict; use self.log_dict(...)")
+    return value
+
+
 class LoggedValue:
     """Everything logged under one name in one stage run."""
 
@@ -120,7 +133,7 @@ class LoggedValue:
     def epoch_value(self) -> Any:
         """The reduced epoch value (a tensor on the logging device), or None if nothing was logged."""
         if self.metric is not None:
-            return self.metric.compute()
+            return _scalar_metric_value(self.name, self.metric)
         self._fold()
         if self.total is None:
             return None

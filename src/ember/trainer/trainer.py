@@ -4,13 +4,19 @@ Every loop is an Engine run (``trainer.train_engine``, ``validate_engine``, ``te
 ``predict_engine``; ``trainer.engine`` is the train engine), and every Module/Callback hook is
 dispatched from a handler on one of their events. Where each hook fires::
 
-    fit(module, train_dataloaders, val_dataloaders, datamodule)
-      datamodule.prepare_data(), setup("fit") on datamodule, callbacks and module
-      configure_callbacks, move to device, configure_optimizers
+    fit(module, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
+      [distributed: the strategy starts the other processes (once) or joins torchrun's/SLURM's
+       process group; loaders get their samples split over the ranks, keeping their own order]
+      datamodule.prepare_data() (local rank 0; the others wait), setup("fit") on datamodule, callbacks and module
+      configure_callbacks, move to device, [ckpt_path: load weights, on_load_checkpoint]
+      configure_optimizers, [ckpt_path: optimizer/scheduler/scaler/callback/loop states]
+      SIGTERM / SIGUSR1 / first Ctrl-C: finish the step, save last.ckpt, raise Preempted
       train_engine.run(train data)
         STARTED              on_fit_start; sanity check (on_sanity_check_start, a short validation
                              that logs nothing, on_sanity_check_end); on_train_start
-        EPOCH_STARTED        on_train_epoch_start
+        EPOCH_STARTED        on_train_epoch_start; then this epoch's data iterator is made (on resume:
+                             rebuilt from the epoch's recorded RNG states and advanced past the
+                             batches already consumed, see ember.trainer.checkpointing)
         GET_BATCH_COMPLETED  on_before_batch_transfer, transfer_batch_to_device, on_after_batch_transfer
                              (only when the device is not the CPU or a hook is overridden)
         ITERATION_STARTED    on_train_batch_start (returning -1 ends the epoch)
@@ -24,8 +30,10 @@ dispatched from a handler on one of their events. Where each hook fires::
                              should_stop checks: stopping ends the epoch (EPOCH_COMPLETED still runs
                              and the epoch counts as completed, as in Lightning; an epoch cut short
                              by max_steps skips its validation), then the run
-        EPOCH_COMPLETED      validation (every check_val_every_n_epoch); on_train_epoch_end; epoch
-                             values to loggers; epoch-interval schedulers; should_stop check
+        EPOCH_COMPLETED      validation (every check_val_every_n_epoch); on_train_epoch_end (where
+                             ModelCheckpoint saves and EarlyStopping checks: they have the lowest
+                             priority, so they run after everything that logs); epoch values to
+                             loggers; epoch-interval schedulers; should_stop check
         COMPLETED            on_train_end, on_fit_end
         EXCEPTION_RAISED     on_exception, then the exception is re-raised
       teardown("fit")
@@ -62,7 +70,6 @@ from ember.engine import Engine
 from ember.loggers.base import Logger
 from ember.loggers.csv_logger import CSVLogger
 from ember.module import Module
-from ember.runtime.accelerator import resolve_device
 from ember.runtime.precision import Precision, resolve_precision
 from ember.runtime.strategy import Strategy, resolve_strategy
 from ember.trainer import data as data_utils
@@ -116,6 +123,12 @@ class Trainer:
         trainer = ember.Trainer(max_epochs=5, precision="bf16-mixed")
         trainer.fit(model, train_loader, val_loader)
         trainer.test(model, test_loader)
+
+    Distributed: ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` in a plain ``python
+    train.py`` starts the second process itself (``"ddp_spawn"``: with torch.multiprocessing,
+    ``"fsdp"``: sharded); under ``torchrun``/SLURM the Trainer joins the launcher's processes.
+    Loggers, checkpoints and the progress bar act on rank zero; ``self.log(..., sync_dist=True)``
+    values are reduced over the processes when they are written.
     """
 
     def __init__(
@@ -125,6 +138,8 @@ class Trainer:
         strategy: str | Strategy = "auto",
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
+        sync_batchnorm: bool = False,
+        use_distributed_sampler: bool = True,
         precision: str | int = "32-true",
         logger: bool | Logger | list[Logger] = True,
         callbacks: Callback | list[Callback] | None = None,
@@ -154,8 +169,11 @@ class Trainer:
         detect_anomaly: bool = False,
     ) -> None:
         self.precision = resolve_precision(precision)
-        self.root_device = resolve_device(accelerator, devices)
-        self.strategy = resolve_strategy(strategy, num_nodes, self.root_device)
+        # devices/num_nodes/sync_batchnorm go to the strategy; "auto" is DDP for more than one process
+        self.strategy = resolve_strategy(strategy, accelerator, devices, num_nodes, sync_batchnorm)
+        if not isinstance(use_distributed_sampler, bool):
+            raise TypeError(f"use_distributed_sampler must be True or False, got {use_distributed_sampler!r}")
+        self.use_distributed_sampler = use_distributed_sampler
         if max_steps == -1:  # Lightning's spelling of "no limit"
             max_steps = None
         self.max_epochs = _int_arg("max_epochs", max_epochs, 1, allow_none=True)
@@ -230,6 +248,7 @@ class Trainer:
             raise ValueError("enable_checkpointing=False but a ModelCheckpoint is among the callbacks; remove one of them")
         self._logging = TrainerLogging()
         self._logging.loggers = self._init_loggers(logger)
+        self._logging.sync = getattr(self.strategy, "sync_logged", None)  # sync_dist=True across processes
         self.precision_plugin = Precision(self.precision, self.root_device)
         self._fit_loop = FitLoop(self)
         self._checkpoint = CheckpointConnector(self)
@@ -273,14 +292,25 @@ class Trainer:
         return callbacks
 
     def _init_loggers(self, logger: Any) -> list[Any]:
+        """``True``: TensorBoard under ``default_root_dir/ember_logs`` when tensorboard is installed,
+        else CSV there; ``False``/``None``: none; a logger or a list of loggers as given."""
         if logger is True:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is not None:
+                from ember.loggers.tensorboard_logger import TensorBoardLogger
+
+                return [TensorBoardLogger(self.default_root_dir, name="ember_logs")]
             return [CSVLogger(self.default_root_dir, name="ember_logs")]
         if logger is False or logger is None:
             return []
         loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
         for i, lg in enumerate(loggers):
-            if not callable(getattr(lg, "log_metrics", None)):
-                raise TypeError(f"logger[{i}]={lg!r} is not a logger (it has no log_metrics method)")
+            if isinstance(lg, type) or not callable(getattr(lg, "log_metrics", None)):
+                raise TypeError(
+                    f"logger[{i}]={lg!r} is not a logger instance; pass True, False, a logger such as "
+                    "TensorBoardLogger('runs') or a list of them"
+                )
         return loggers
 
     # ------------------------------------------------------------------ public views
@@ -340,6 +370,11 @@ class Trainer:
     @property
     def lightning_module(self) -> Any:
         return self.model
+
+    @property
+    def root_device(self) -> torch.device:
+        """The device this process runs on."""
+        return self.strategy.root_device
 
     @property
     def global_rank(self) -> int:
@@ -435,6 +470,20 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def _run_stage(self, stage: str, model: Any, datamodule: Any, ckpt_path: Any = None, **loaders: Any) -> list[Any]:
+        """Run one stage in this process, or in every process when the strategy starts them: the
+        script launcher starts the other ranks once and runs rank 0 here; ddp_spawn runs the stage
+        in fresh processes and copies rank zero's results back."""
+        launcher = self.strategy.launcher
+        if launcher is not None:
+            return launcher.launch(self._run_stage, stage, model, datamodule, ckpt_path, **loaders)
+        try:
+            self.strategy.setup_environment()  # joins the process group (a no-op on one device)
+            return self._run_stage_here(stage, model, datamodule, ckpt_path, **loaders)
+        except BaseException as err:
+            self.strategy.on_exception(err)  # distributed: the error says which rank raised it
+            raise
+
+    def _run_stage_here(self, stage: str, model: Any, datamodule: Any, ckpt_path: Any = None, **loaders: Any) -> list[Any]:
         """Set up, run and tear down one stage ('fit', 'validate', 'test', 'predict')."""
         if datamodule is not None and any(v is not None for v in loaders.values()):
             raise ValueError(f"trainer.{stage}(): pass dataloaders or a datamodule, not both")
@@ -448,19 +497,23 @@ class Trainer:
         if datamodule is not None:
             datamodule.trainer = self
             if callable(getattr(datamodule, "prepare_data", None)):
-                datamodule.prepare_data()
+                if self.local_rank == 0:  # as in Lightning: once per machine, while the other ranks wait
+                    datamodule.prepare_data()
+                self.strategy.barrier("prepare_data")
             datamodule.setup(stage)
         extra = model.configure_callbacks() if callable(getattr(model, "configure_callbacks", None)) else []
         callbacks = self._merge_callbacks(extra)
         dispatch = Dispatch(self, model, callbacks)
         self._stage_dispatch = dispatch
         dispatch.call("setup", stage)
+        self.precision_plugin.convert_module(model)  # dtype before a distributed strategy wraps or shards it
         self.strategy.setup_module(model)
-        self.precision_plugin.convert_module(model)
         path = self._checkpoint.resolve(ckpt_path, stage)
         checkpoint = self._checkpoint.load(path) if path is not None else None
         if checkpoint is not None:
             self._checkpoint.restore_model(checkpoint)
+            if stage != "fit":
+                self.strategy.restored()
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else None
         try:
             if stage == "fit":
@@ -488,6 +541,7 @@ class Trainer:
         if isinstance(train, (list, tuple)):
             raise TypeError("train_dataloaders must be one iterable (a DataLoader); several training loaders are not supported")
         data_utils.as_loader_list(train, "train_dataloaders")
+        train = self._distributed_loader(train, training=True)
         n_train = data_utils.num_batches(train, self.limits["train"], "limit_train_batches")
         if n_train == 0:
             warnings.warn("limit_train_batches gives 0 batches: nothing to train", stacklevel=3)
@@ -499,6 +553,7 @@ class Trainer:
         self.num_training_batches = n_train
         self._val_check_batch = data_utils.val_check_batch(self.val_check_interval, n_train)
         val_loaders = data_utils.as_loader_list(data_utils.find_loaders("validate", val, self.datamodule, model), "val_dataloaders")
+        val_loaders = [self._distributed_loader(v, training=False) for v in val_loaders]
         self._val_loaders = val_loaders
         self._val_counts = [data_utils.num_batches(v, self.limits["validate"], "limit_val_batches") for v in val_loaders]
         if val_loaders and not callable(getattr(model, "validation_step", None)) or (
@@ -526,8 +581,7 @@ class Trainer:
         self._fitting = True
         model.train()
         status = "failed"
-        self._signals = SignalWatch()
-        self._signals.install()
+        self._signals.install()  # the Trainer's one watch: the train loop's handlers hold it from attach()
         try:
             self.train_engine.run(train_data, max_epochs=self.max_epochs or 2**62, epoch_length=n_train)
             status = "success"
@@ -547,6 +601,7 @@ class Trainer:
         loader_list = data_utils.as_loader_list(found, "dataloaders")
         if not loader_list:
             raise ValueError(f"trainer.{stage}() needs data: pass dataloaders, a datamodule, or define {data_utils.LOADER_METHODS[stage]}()")
+        loader_list = [self._distributed_loader(dl, training=False) for dl in loader_list]
         counts = [data_utils.num_batches(dl, self.limits[stage], f"limit_{stage}_batches") for dl in loader_list]
         loop = self._eval[stage]
         self._logging.reset_views()
@@ -558,13 +613,35 @@ class Trainer:
             self._logging.save_loggers()
         return loader_list
 
+    def _distributed_loader(self, loader: Any, training: bool) -> Any:
+        """``loader`` split over the processes, keeping its own sampling (shuffle, generator seed,
+        drop_last; see ember.distributed.sampler); unchanged in a one-process run or with
+        ``use_distributed_sampler=False``."""
+        if not self.use_distributed_sampler or self.world_size == 1:
+            return loader
+        from ember.distributed.sampler import distribute_loader
+
+        seed = None
+        if getattr(getattr(loader, "sampler", None), "generator", False) is None:
+            # random order from the global RNG: every rank draws (keeping their RNGs in step), rank 0's seed wins
+            seed = self.strategy.broadcast(int(torch.randint(0, 2**62, ()).item()))
+        pad_eval = getattr(self.strategy, "pad_eval_shards", False)
+        return distribute_loader(loader, self.world_size, self.global_rank, training, pad_eval=pad_eval, seed=seed)
+
     def _log_hyperparams(self, model: Any) -> None:
         if not self.loggers or not self.is_global_zero:
             return
         params: dict[str, Any] = {}
         if getattr(model, "_log_hyperparams", True) and isinstance(getattr(model, "hparams", None), dict):
             params.update(model.hparams)
-        if self.datamodule is not None and isinstance(getattr(self.datamodule, "hparams", None), dict):
+        dm = self.datamodule
+        if dm is not None and getattr(dm, "_log_hyperparams", True) and isinstance(getattr(dm, "hparams", None), dict):
+            clash = sorted(k for k, v in self.datamodule.hparams.items() if k in params and params[k] != v)
+            if clash:
+                raise ValueError(
+                    f"the model and the datamodule both have hyperparameters {clash} with different values; "
+                    "rename one, or call save_hyperparameters(logger=False) on one of them"
+                )
             params.update(self.datamodule.hparams)
         if params:
             for lg in self.loggers:

@@ -77,7 +77,9 @@ class ConfigObjective:
         root = trial_dir(trial)
         root.mkdir(parents=True, exist_ok=True)
         overrides = root / OVERRIDES_FILE
-        atomic_write_text(overrides, yaml.safe_dump(nested_overrides({**values, "trainer.default_root_dir": str(root)})))
+        atomic_write_text(
+            overrides, yaml.safe_dump(nested_overrides({**values, "trainer.default_root_dir": str(root)}))
+        )
         cli = EmberCLI(self._fit_args(str(overrides)), run=False)
         trainer = cli.trainer
         trainer.callbacks.append(PruningCallback(trial, self.monitor))

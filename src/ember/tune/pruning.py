@@ -30,7 +30,9 @@ class PruningCallback(Callback):
 
     def __init__(self, trial: Any, monitor: str = "val_loss") -> None:
         if not (callable(getattr(trial, "report", None)) and callable(getattr(trial, "should_prune", None))):
-            raise TypeError(f"trial must be an optuna.Trial (with report() and should_prune()), got {type(trial).__name__}")
+            raise TypeError(
+                f"trial must be an optuna.Trial (with report() and should_prune()), got {type(trial).__name__}"
+            )
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor={monitor!r} must be the non-empty name of a logged metric, e.g. 'val_loss'")
         self.trial = trial

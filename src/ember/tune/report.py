@@ -38,7 +38,10 @@ def format_results(study: Any, monitor: str = "value") -> str:
     for r in results:
         counts[r.state] = counts.get(r.state, 0) + 1
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-    lines = [f"Study {study.study_name!r} ({study.direction.name.lower()} {monitor}): {len(results)} trials" + (f" ({summary})" if summary else "")]
+    lines = [
+        f"Study {study.study_name!r} ({study.direction.name.lower()} {monitor}): {len(results)} trials"
+        + (f" ({summary})" if summary else "")
+    ]
     if not results:
         return lines[0]
     names = sorted({k for r in results for k in r.params})
@@ -92,8 +95,8 @@ def save_plots(study: Any, directory: str | os.PathLike) -> dict[str, Path]:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
                 ax = plot(study)
-            except (ValueError, RuntimeError) as err:
-                warnings.warn(f"{name} plot skipped: {err}", stacklevel=2)
+            except Exception as err:  # a plot is a by-product: never lose the study's results to it
+                warnings.warn(f"{name} plot skipped: {type(err).__name__}: {err}", stacklevel=2)
                 continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         try:

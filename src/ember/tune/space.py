@@ -77,7 +77,9 @@ def load_space(space: Mapping[str, Any] | str | os.PathLike) -> dict[str, Param]
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must map dotted config paths to parameter specs, got {type(data).__name__}")
     if not data:
-        raise ValueError(f"{where} is empty: give at least one parameter, e.g. model.init_args.lr: {{type: float, low: 1.0e-5, high: 0.1, log: true}}")
+        raise ValueError(
+            f"{where} is empty: give at least one parameter, e.g. model.init_args.lr: {{type: float, low: 1.0e-5, high: 0.1, log: true}}"
+        )
     return {name: _param(name, spec, where) for name, spec in data.items()}
 
 

@@ -27,7 +27,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ember.tune._deps import import_optuna
 
-_FORMS = "sqlite:///path.db (sqlite:////abs/path.db), postgresql://user:password@host:port/database or redis://host:port/db"
+_FORMS = (
+    "sqlite:///path.db (sqlite:////abs/path.db), postgresql://user:password@host:port/database or redis://host:port/db"
+)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _RDB_BACKENDS = ("sqlite", "postgresql", "mysql")
 # pg_advisory_lock key serialising Optuna's schema creation between processes ("ember-tune" in hex)
@@ -92,7 +94,9 @@ def _open_redis(url: str, timeout: float) -> Any:
         raise ValueError(f"storage={shown!r} is not a valid Redis URL: it names no host (use redis://host:6379/0)")
     db = parts.path.strip("/")
     if db and not db.isdigit():
-        raise ValueError(f"storage={shown!r} is not a valid Redis URL: the database {db!r} must be a number (redis://host:6379/0)")
+        raise ValueError(
+            f"storage={shown!r} is not a valid Redis URL: the database {db!r} must be a number (redis://host:6379/0)"
+        )
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_connect_timeout", str(timeout))
     url = urlunsplit(parts._replace(query=urlencode(query)))
@@ -133,7 +137,9 @@ def _open_rdb(url: str, timeout: float) -> Any:
     connect_args: dict[str, Any]
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise ValueError(f"storage={shown!r} names no database file; use sqlite:///relative.db or sqlite:////absolute/path.db")
+            raise ValueError(
+                f"storage={shown!r} names no database file; use sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"timeout": 60.0}  # seconds to wait for another process's write lock
     else:
@@ -169,8 +175,15 @@ def _schema_lock(url: str, backend: str, connect_args: dict[str, Any]) -> Any:
         return
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(
+        url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
     try:
+        with engine.connect() as conn:
+            ready = _schema_ready(sqlalchemy, conn)
+        if ready:  # the usual case: nothing to create, no need to queue
+            yield
+            return
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
             try:
@@ -179,6 +192,13 @@ def _schema_lock(url: str, backend: str, connect_args: dict[str, Any]) -> Any:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
     finally:
         engine.dispose()
+
+
+def _schema_ready(sqlalchemy: Any, conn: Any) -> bool:
+    """Whether Optuna's tables exist and are stamped (the stamp is the last step of creating them)."""
+    if not sqlalchemy.inspect(conn).has_table("alembic_version"):
+        return False
+    return conn.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() > 0
 
 
 def _rdb_storage(optuna: Any, url: str, engine_kwargs: dict[str, Any]) -> Any:

@@ -3,6 +3,7 @@ its own directory, failures recorded and skipped, results easy to read back."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import secrets
@@ -37,6 +38,7 @@ def optimize(
     seed: int | None = None,
     connect_timeout: float = 10.0,
     callbacks: Iterable[Callable[[Any, Any], None]] = (),
+    gc_after_trial: bool = False,
 ) -> Any:
     """Run (or join) an Optuna study and return it (an ``optuna.Study``).
 
@@ -59,7 +61,8 @@ def optimize(
     ``sampler``/``pruner``: Optuna objects, names (``"tpe"``, ``"random"``; ``"median"``,
     ``"hyperband"``, ``"successive_halving"``, ``"none"``) or ``None`` for Optuna's defaults (TPE,
     median); ``seed`` seeds a named sampler. ``callbacks`` are Optuna's ``(study, frozen_trial)``
-    callbacks, called after each trial of this process.
+    callbacks, called after each trial of this process; ``gc_after_trial`` runs the garbage collector
+    after each (on a GPU, a finished trial's memory is collected before the next trial anyway).
 
     Example::
 
@@ -72,20 +75,20 @@ def optimize(
     _check_args(monitor, n_trials, timeout, direction)
     objective = _objective(objective_or_config, space, monitor)
     study_name = _study_name(study_name)
+    sampler, pruner = _sampler(optuna, sampler, seed), _pruner(optuna, pruner)
     study_dir = Path(root_dir).resolve() / study_name
     if storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
         storage = sqlite_url(study_dir / "study.db")
     where = redact(storage) if isinstance(storage, str) else type(storage).__name__
-    opened = open_storage(storage, connect_timeout)
-    study = _create_study(optuna, opened, where, study_name, direction, _sampler(optuna, sampler, seed), _pruner(optuna, pruner))
+    study = _create_study(optuna, open_storage(storage, connect_timeout), where, study_name, direction, sampler, pruner)
     study.optimize(
         _TrialRunner(objective, study_dir),
         n_trials=n_trials,
         timeout=timeout,
         catch=(Exception,),
         callbacks=list(callbacks),
-        gc_after_trial=True,
+        gc_after_trial=gc_after_trial,
     )
     return study
 
@@ -95,7 +98,9 @@ def trial_dir(trial: Any) -> Path:
     in a function objective so each trial's logs and checkpoints stay apart."""
     root = trial.user_attrs.get("root_dir")
     if root is None:
-        raise ValueError(f"trial {trial.number} has no directory: trial_dir() works for trials run by ember.tune.optimize")
+        raise ValueError(
+            f"trial {trial.number} has no directory: trial_dir() works for trials run by ember.tune.optimize"
+        )
     return Path(root)
 
 
@@ -150,6 +155,7 @@ class _TrialRunner:
 
     def __call__(self, trial: Any) -> float:
         optuna = import_optuna()
+        _free_accelerator_memory()
         trial.set_user_attr("root_dir", str(self.study_dir / f"trial_{trial.number:04d}"))
         try:
             value = self.objective(trial)
@@ -163,6 +169,16 @@ class _TrialRunner:
         if "params" not in trial.user_attrs:
             trial.set_user_attr("params", dict(trial.params))
         return value
+
+
+def _free_accelerator_memory() -> None:
+    """A finished trial's Trainer and model form reference cycles; on a GPU, collect them before the
+    next trial starts so it has the memory (the cycle collector alone may run much later)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _finite(value: Any) -> bool:
@@ -190,8 +206,10 @@ def _objective(objective_or_config: Any, space: Any, monitor: str) -> Callable[[
         return objective_or_config
     if isinstance(objective_or_config, (str, os.PathLike)):
         configs = [objective_or_config]
-    elif isinstance(objective_or_config, Sequence) and objective_or_config and all(
-        isinstance(c, (str, os.PathLike)) for c in objective_or_config
+    elif (
+        isinstance(objective_or_config, Sequence)
+        and objective_or_config
+        and all(isinstance(c, (str, os.PathLike)) for c in objective_or_config)
     ):
         configs = list(objective_or_config)
     else:
@@ -199,7 +217,9 @@ def _objective(objective_or_config: Any, space: Any, monitor: str) -> Callable[[
             f"objective_or_config must be a function trial -> float or config file path(s), got {type(objective_or_config).__name__}"
         )
     if space is None:
-        raise ValueError("a config objective needs a search space: space={'model.init_args.lr': {'type': 'float', ...}} or a YAML file")
+        raise ValueError(
+            "a config objective needs a search space: space={'model.init_args.lr': {'type': 'float', ...}} or a YAML file"
+        )
     from ember.tune.config_objective import ConfigObjective
     from ember.tune.space import load_space
 
@@ -209,7 +229,14 @@ def _objective(objective_or_config: Any, space: Any, monitor: str) -> Callable[[
 def _study_name(name: Any) -> str:
     if name is None:
         return f"study-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name or len(name) > 512:
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or len(name) > 512
+    ):
         raise ValueError(f"study_name={name!r} must be a non-empty name (at most 512 characters) without '/' or '\\'")
     return name
 
@@ -246,7 +273,9 @@ def _create_study(optuna: Any, storage: Any, where: str, name: str, direction: s
     )
     existing = study.direction.name.lower()
     if existing != direction:  # Optuna would silently keep the stored direction
-        raise ValueError(f"study {name!r} in {where} already exists with direction={existing!r}; you asked for {direction!r}")
+        raise ValueError(
+            f"study {name!r} in {where} already exists with direction={existing!r}; you asked for {direction!r}"
+        )
     return study
 
 

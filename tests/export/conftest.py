@@ -1,0 +1,31 @@
+"""Export test fixtures: one CPU thread per test (fast and deterministic on 2 cores), a seeded CNN."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from export_models import TinyCNN
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    model = TinyCNN()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval vs train mode shows
+        model.features[1].running_mean.uniform_(-0.5, 0.5)
+        model.features[1].running_var.uniform_(0.5, 2.0)
+    return model

@@ -1,0 +1,119 @@
+"""Helpers for the serving tests: a real uvicorn server on 127.0.0.1, tiny models, free ports."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import torch
+import uvicorn
+from torch import nn
+
+import ember
+
+
+class Classifier(ember.Module):
+    """3x4 inputs -> 5 logits; a seeded, deterministic tiny model."""
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(12, hidden), nn.ReLU(), nn.Linear(hidden, 5))
+        self.example_input_array = torch.zeros(1, 3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Recording(nn.Module):
+    """Wraps a model, records every batch size it sees, and can be slowed down or held at a gate."""
+
+    def __init__(self, model: nn.Module, delay: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.delay = delay
+        self.batch_sizes: list[int] = []
+        self.started = threading.Event()
+        self.example_input_array = getattr(model, "example_input_array", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(int(x.shape[0]))
+        self.started.set()
+        if self.delay:
+            time.sleep(self.delay)
+        return self.model(x)
+
+
+def seeded_classifier(seed: int = 0) -> Classifier:
+    torch.manual_seed(seed)
+    return Classifier().eval()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """Runs an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; ``url`` is its base URL.
+
+    Leaving the ``with`` block asks uvicorn to shut down gracefully and waits for it.
+    """
+
+    def __init__(self, app: Any, timeout: float = 20.0) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread: threading.Thread | None = None
+        self.url = ""
+
+    def __enter__(self) -> LiveServer:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._sock = sock
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + self.timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(self.timeout)
+        self._sock.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value} (comments skipped)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
