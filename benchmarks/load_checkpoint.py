@@ -78,12 +78,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     size_gb = args.layers * (args.width * args.width + args.width) * 4 / 1e9
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {args.layers} x Linear({args.width}) = {size_gb:.2f} GB")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {args.layers} x Linear({args.width}) = {size_gb:.2f} GB"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stack.ckpt"
         torch.manual_seed(0)
         model = Stack(args.layers, args.width)
-        save_checkpoint({**new_checkpoint(), "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+        save_checkpoint(
+            {**new_checkpoint(), "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path
+        )
         reference = {k: v.clone() for k, v in list(model.state_dict().items())[:2]}
         del model
         gc.collect()

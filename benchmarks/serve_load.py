@@ -104,6 +104,18 @@ def problems(responses: list[Any], requests: list[tuple[bytes, int, Any]], model
     return found
 
 
+def histogram_quantiles(metrics: str, quantiles: tuple[float, ...]) -> list[float]:
+    """Upper bounds of the buckets holding ``quantiles`` of /predict's latency histogram."""
+    prefix = 'ember_request_duration_seconds_bucket{path="/predict",le="'
+    buckets = []
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            bound, count = line[len(prefix) :].split('"} ')
+            buckets.append((float(bound), float(count)))
+    total = buckets[-1][1]
+    return [next(bound for bound, count in buckets if count >= q * total) for q in quantiles]
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
@@ -151,6 +163,7 @@ def main() -> int:
         responses, latencies = asyncio.run(fire(url, requests, args.concurrency))
         wall = time.perf_counter() - start
         rss_after = rss_mb(server.pid)
+        server_quantiles = histogram_quantiles(httpx.get(f"{url}/metrics").text, (0.5, 0.99))
         found += problems(responses, requests, model)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -166,6 +179,8 @@ def main() -> int:
     print(f"{args.requests} requests ({valid} valid, {args.requests - valid} invalid), {args.concurrency} concurrent")
     print(f"{args.requests / wall:.0f} req/s, p50 {np.percentile(latencies, 50) * 1000:.1f} ms, "
           f"p99 {np.percentile(latencies, 99) * 1000:.1f} ms; status codes {dict(sorted(codes.items()))}")  # fmt: skip
+    print(f"server-side /predict latency (from /metrics, bucket bounds): p50 <= {server_quantiles[0] * 1000:.0f} ms, "
+          f"p99 <= {server_quantiles[1] * 1000:.0f} ms; the rest is the client's own queueing (httpx, same 2 cores)")  # fmt: skip
     print(f"server RSS: {rss_before:.1f} MB after warm-up, {rss_after:.1f} MB after the run "
           f"({rss_after - rss_before:+.1f} MB; limit +50 MB)")  # fmt: skip
     failures = found[:10]

@@ -17,8 +17,12 @@ from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import load_checkpoint
 
 
-def run(tmp_path: Path, values: list[float], stopper: EarlyStopping, max_epochs: int | None = None, **kwargs: Any) -> Any:
-    tr = trainer(tmp_path, callbacks=[stopper], max_epochs=max_epochs or len(values), enable_checkpointing=False, **kwargs)
+def run(
+    tmp_path: Path, values: list[float], stopper: EarlyStopping, max_epochs: int | None = None, **kwargs: Any
+) -> Any:
+    tr = trainer(
+        tmp_path, callbacks=[stopper], max_epochs=max_epochs or len(values), enable_checkpointing=False, **kwargs
+    )
     tr.fit(Scripted(values), data(), data())
     return tr
 
@@ -112,7 +116,9 @@ def test_state_is_checkpointed_and_restored(tmp_path: Path) -> None:
     ckpt = ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
     with pytest.raises(RuntimeError):
         trainer(tmp_path, callbacks=[es, ckpt, Crash()], max_epochs=6).fit(Scripted(values), data(), data())
-    saved = next(v for k, v in load_checkpoint(tmp_path / "c" / "last.ckpt")["callbacks"].items() if k.startswith("Early"))
+    saved = next(
+        v for k, v in load_checkpoint(tmp_path / "c" / "last.ckpt")["callbacks"].items() if k.startswith("Early")
+    )
     assert saved["wait_count"] == 1 and saved["best_score"] == 4.0  # epoch 2's check is in the checkpoint
     es = EarlyStopping(monitor="val_loss", patience=3)
     tr = trainer(tmp_path, callbacks=[es, ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)], max_epochs=6)

@@ -97,7 +97,10 @@ def test_without_a_logger_it_says_so(tmp_path):
         trainer.fit(Scheduled(), loader(16))
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"logging_interval": "batch"}, "logging_interval='batch'"), ({"log_momentum": 1}, "log_momentum")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"logging_interval": "batch"}, "logging_interval='batch'"), ({"log_momentum": 1}, "log_momentum")],
+)
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         LearningRateMonitor(**kwargs)

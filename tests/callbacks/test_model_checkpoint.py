@@ -68,7 +68,9 @@ def test_auto_inserted_metric_names(tmp_path: Path) -> None:
     assert ckpt_names(tmp_path) == ["epoch=1-val_loss=3.000.ckpt"]
 
 
-def test_the_new_file_is_in_place_before_the_old_one_is_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_new_file_is_in_place_before_the_old_one_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events: list[tuple[str, str, list[str]]] = []
     real_save, real_remove = ckpt_io.save_object, ckpt_io.remove
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +172,9 @@ def test_memory_url_failed_move_keeps_the_old_object(memfs: Any, monkeypatch: py
 
 def test_memory_url_refuses_garbage_with_the_url_named(memfs: Any) -> None:
     memfs.pipe("/junk.ckpt", b"\x00" * 100)
-    with pytest.raises(CheckpointError, match="memory://junk.ckpt"):
+    with pytest.raises(CheckpointError, match=r"memory://junk\.ckpt"):
         load_checkpoint("memory://junk.ckpt")
-    with pytest.raises(FileNotFoundError, match="memory://missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"memory://missing\.ckpt"):
         load_checkpoint("memory://missing.ckpt")
 
 
@@ -197,3 +198,53 @@ def test_file_url_is_a_local_path(tmp_path: Path) -> None:
     save_checkpoint(_ckpt(5.0), url)
     assert (tmp_path / "a.ckpt").exists()
     assert torch.equal(load_checkpoint(url)["state_dict"]["w"], torch.full((256,), 5.0))
+
+
+def test_last_finds_the_newest_checkpoint_on_a_memory_url(tmp_path: Path, memfs: Any) -> None:
+    def ckpt_cb() -> ModelCheckpoint:
+        return ModelCheckpoint(dirpath="memory://run/ckpts", every_n_train_steps=4, save_top_k=-1)
+
+    seed_all()
+    trainer = quiet(tmp_path, callbacks=[ckpt_cb()], max_epochs=2)
+    trainer.fit(ResumeNet(), make_loader(), make_loader(shuffle=False))
+    assert sorted(memfs.ls("/run/ckpts", detail=False))[-1] == "/run/ckpts/epoch=1-step=20.ckpt"
+    trainer = quiet(tmp_path, callbacks=[ckpt_cb()], max_epochs=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(ResumeNet(), make_loader(), make_loader(shuffle=False), ckpt_path="last")
+    assert not [w for w in caught if "no checkpoint found" in str(w.message)]
+    assert trainer.global_step == 30
+
+
+def test_a_new_fit_removes_temporaries_left_by_a_killed_write(tmp_path) -> None:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import ember
+    from ember.callbacks import ModelCheckpoint
+
+    class Tiny(ember.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.lin(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ckpt_dir = tmp_path / "ck"
+    ckpt_dir.mkdir()
+    stale = ckpt_dir / ".last.ckpt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    keep = ckpt_dir / "notes.txt"
+    keep.write_text("not ours")
+    trainer = ember.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=ckpt_dir)], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4))
+    assert not stale.exists() and keep.exists()
+    assert [p.name for p in ckpt_dir.glob("*.ckpt")] == ["epoch=0-step=2.ckpt"]

@@ -105,5 +105,7 @@ def test_ember_fit_ckpt_path_last_continues_a_crashed_run(tmp_path: Path, monkey
                             enable_checkpointing=False, default_root_dir=tmp_path / "ref")  # fmt: skip
     trainer.fit(module.Net(), datamodule=module.Data())
     assert_same_state(
-        torch.load(tmp_path / "final.pt", weights_only=True), torch.load(tmp_path / "reference.pt", weights_only=True), "cli"
+        torch.load(tmp_path / "final.pt", weights_only=True),
+        torch.load(tmp_path / "reference.pt", weights_only=True),
+        "cli",
     )

@@ -27,7 +27,9 @@ from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import load_checkpoint
 
 
-def uninterrupted(root: Path, model_kwargs: dict, loader_kwargs: dict, trainer_kwargs: dict, callbacks: Any = ()) -> dict:
+def uninterrupted(
+    root: Path, model_kwargs: dict, loader_kwargs: dict, trainer_kwargs: dict, callbacks: Any = ()
+) -> dict:
     seed_all()
     model = ResumeNet(**model_kwargs)
     trainer = quiet(root, enable_checkpointing=False, callbacks=list(callbacks), **trainer_kwargs)
@@ -103,7 +105,9 @@ def test_resume_inside_a_gradient_accumulation(tmp_path: Path) -> None:
     expected = uninterrupted(tmp_path / "a", {"dropout": 0.2}, {}, trainer_kwargs)
     seed_all()
     model = ResumeNet(dropout=0.2)
-    trainer = quiet(tmp_path / "b", enable_checkpointing=False, callbacks=[SaveAt(tmp_path, {14}), CrashAt(16)], **trainer_kwargs)
+    trainer = quiet(
+        tmp_path / "b", enable_checkpointing=False, callbacks=[SaveAt(tmp_path, {14}), CrashAt(16)], **trainer_kwargs
+    )
     with pytest.raises(Crash):
         trainer.fit(model, make_loader(), make_loader(shuffle=False))
     saved = load_checkpoint(tmp_path / "at-14.ckpt")
@@ -211,3 +215,120 @@ def test_weights_only_checkpoint_cannot_resume(tmp_path: Path) -> None:
         quiet(tmp_path, enable_checkpointing=False, max_epochs=2).fit(
             ResumeNet(), make_loader(), make_loader(shuffle=False), ckpt_path=tmp_path / "w.ckpt"
         )
+
+
+@pytest.mark.filterwarnings("ignore:ckpt_path")
+def test_a_run_stopped_by_max_time_continues_when_resumed(tmp_path: Path) -> None:
+    """A job chain under a time limit: each job trains for max_time, checkpoints, and the next
+    one continues (a run that EarlyStopping ended would stay ended)."""
+    import time
+
+    from ember.callbacks.callback import Callback
+
+    class Slow(Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            time.sleep(0.15)
+
+    steps = []
+    for _ in range(2):
+        ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
+        trainer = quiet(tmp_path, callbacks=[ckpt, Slow()], max_epochs=5, max_time={"seconds": 0.5})
+        trainer.fit(ResumeNet(), make_loader(), make_loader(shuffle=False), ckpt_path="last")
+        steps.append(trainer.global_step)
+    assert 0 < steps[0] < 10 and steps[0] < steps[1] < 20
+
+
+def test_resume_from_checkpoints_saved_by_mid_epoch_validation(tmp_path: Path) -> None:
+    """val_check_interval: ModelCheckpoint saves after each validation, inside the epoch, keeping the
+    best two by val_loss; the resumed run ends equal and keeps pruning the same directory."""
+    trainer_kwargs = {"val_check_interval": 3, "max_epochs": 3}
+    model_kwargs = {"dropout": 0.1}
+    expected = uninterrupted(tmp_path / "a", model_kwargs, {}, trainer_kwargs)
+
+    def checkpoint() -> ModelCheckpoint:
+        return ModelCheckpoint(dirpath=tmp_path / "b" / "ckpts", monitor="val_loss", save_top_k=2, save_last=True)
+
+    seed_all()
+    trainer = quiet(tmp_path / "b", callbacks=[checkpoint(), CrashAt(17)], **trainer_kwargs)
+    with pytest.raises(Crash):
+        trainer.fit(ResumeNet(**model_kwargs), make_loader(), make_loader(shuffle=False))
+    last = load_checkpoint(tmp_path / "b" / "ckpts" / "last.ckpt")
+    assert last["global_step"] == 16 and last["loops"]["fit"]["batches"] == 6  # epoch 2, after batch 6's validation
+    model = ResumeNet(**model_kwargs)
+    cb = checkpoint()
+    trainer = quiet(tmp_path / "b", callbacks=[cb], **trainer_kwargs)
+    trainer.fit(model, make_loader(), make_loader(shuffle=False), ckpt_path="last")
+    assert_same_state(training_state(trainer, model), expected, "mid-epoch validation")
+    assert len(list((tmp_path / "b" / "ckpts").glob("*.ckpt"))) == 3
+    assert set(cb.best_k_models) == {str(p) for p in (tmp_path / "b" / "ckpts").glob("epoch*.ckpt")}
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Samples in order, without a length; resumable when ``stateful``."""
+
+    def __init__(self, stateful: bool) -> None:
+        from resume_kit import dataset
+
+        self.data = dataset(40)
+        self.pos = 0
+        if stateful:
+            self.state_dict = lambda: {"pos": self.pos}
+            self.load_state_dict = lambda state: setattr(self, "pos", state["pos"])
+
+    def __iter__(self):
+        while self.pos < len(self.data):
+            self.pos += 1
+            yield self.data[self.pos - 1]
+        self.pos = 0
+
+
+def _stream_run(root: Path, stateful: bool, crash: bool, ckpt_path: Any = None) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader
+
+    seed_all()
+    model = ResumeNet(dropout=0.2)
+    ckpt = ModelCheckpoint(dirpath=root / "ckpts", every_n_train_steps=4, save_top_k=-1)
+    trainer = quiet(root, callbacks=[ckpt, CrashAt(17)] if crash else [ckpt], max_epochs=3)
+    trainer.fit(model, DataLoader(_Stream(stateful), batch_size=4), make_loader(shuffle=False), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def test_a_stateful_iterable_dataset_resumes_exactly(tmp_path: Path) -> None:
+    trainer, model = _stream_run(tmp_path / "a", True, crash=False)
+    expected = training_state(trainer, model)
+    with pytest.raises(Crash):
+        _stream_run(tmp_path / "b", True, crash=True)
+    assert load_checkpoint(tmp_path / "b" / "ckpts" / "epoch=1-step=16.ckpt")["loops"]["fit"]["dataset"] == {"pos": 24}
+    trainer, model = _stream_run(tmp_path / "b", True, crash=False, ckpt_path="last")
+    assert_same_state(training_state(trainer, model), expected, "stateful IterableDataset")
+
+
+def test_an_iterable_dataset_without_state_warns_that_its_epoch_restarts(tmp_path: Path) -> None:
+    with pytest.raises(Crash):
+        _stream_run(tmp_path, False, crash=True)
+    with pytest.warns(UserWarning, match="starts again from its beginning"):
+        trainer, _ = _stream_run(tmp_path, False, crash=False, ckpt_path="last")
+    assert trainer.current_epoch == 3
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path: Path) -> None:
+    seed_all()
+    model = ResumeNet()
+    trainer = quiet(tmp_path, max_epochs=2)
+    trainer.fit(model, make_loader(), make_loader(shuffle=False))
+    done = training_state(trainer, model)
+    calls = []
+
+    class Counting(ResumeNet):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            calls.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    model = Counting()
+    trainer = quiet(tmp_path, max_epochs=2)
+    trainer.fit(model, make_loader(), make_loader(shuffle=False), ckpt_path="last")
+    assert calls == [] and trainer.current_epoch == 2
+    assert_same_state(training_state(trainer, model), done, "finished run")
+    trainer = quiet(tmp_path, max_epochs=3)  # a larger max_epochs extends it
+    trainer.fit(model, make_loader(), make_loader(shuffle=False), ckpt_path="last")
+    assert len(calls) == 10 and trainer.global_step == 30

@@ -142,7 +142,9 @@ def _valid_bytes() -> bytes:
         ("truncated.ckpt", None, "truncated"),
     ],
 )
-def test_unreadable_files_are_refused_with_the_file_named(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+def test_unreadable_files_are_refused_with_the_file_named(
+    tmp_path: Path, name: str, content: bytes | None, message: str
+) -> None:
     path = tmp_path / name
     if content is None:
         data = _valid_bytes()
@@ -170,7 +172,7 @@ def test_a_torch_file_that_is_not_an_ember_checkpoint(tmp_path: Path) -> None:
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
         load_checkpoint(tmp_path / "nope.ckpt")
 
 
@@ -252,3 +254,62 @@ def test_a_checkpoint_zip_with_a_corrupted_member_is_refused(tmp_path: Path) -> 
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(bad)
     assert str(bad) in str(err.value)
+
+
+# ---------------------------------------------------------------------------- only plain data is written
+
+
+def test_numpy_hyperparameters_are_saved_as_plain_numbers(tmp_path: Path) -> None:
+    """NumPy scalars count as numbers for save_hyperparameters; written as they are, they would
+    make the checkpoint unloadable with weights_only=True."""
+    model = ResumeNet(lr=np.float64(0.01), dropout=np.float32(0.5))
+    trainer = quiet(tmp_path, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(model, make_loader(), make_loader(shuffle=False))
+    trainer.save_checkpoint(tmp_path / "np.ckpt")
+    hparams = torch.load(tmp_path / "np.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["lr"] == 0.01 and type(hparams["lr"]) is float and type(hparams["dropout"]) is float
+    loaded = ResumeNet.load_from_checkpoint(tmp_path / "np.ckpt")
+    assert loaded.hparams.lr == 0.01
+    save_checkpoint({**new_checkpoint(), "n": np.int64(3), "flags": [np.bool_(True)]}, tmp_path / "n.ckpt")
+    assert load_checkpoint(tmp_path / "n.ckpt")["n"] == 3 and load_checkpoint(tmp_path / "n.ckpt")["flags"] == [True]
+
+
+def test_a_callback_state_that_would_not_load_is_refused_when_saving(tmp_path: Path) -> None:
+    from collections import defaultdict
+
+    from ember.callbacks.callback import Callback
+
+    class Stateful(Callback):
+        state: dict = {}
+
+        @property
+        def state_key(self) -> str:
+            return "Stateful"
+
+        def state_dict(self) -> dict:
+            return self.state
+
+    cb = Stateful()
+    trainer = quiet(tmp_path, max_epochs=1, enable_checkpointing=False, callbacks=[cb])
+    trainer.fit(ResumeNet(), make_loader(), make_loader(shuffle=False))
+    cb.state = {"counts": defaultdict(int, a=2), "pair": torch.Size([2, 3])}  # converted / kept
+    trainer.save_checkpoint(tmp_path / "ok.ckpt")
+    assert torch.load(tmp_path / "ok.ckpt", weights_only=True)["callbacks"]["Stateful"] == {
+        "counts": {"a": 2},
+        "pair": torch.Size([2, 3]),
+    }
+    cb.state = {"history": np.zeros(3)}
+    with pytest.raises(TypeError, match=r"\['callbacks'\]\['Stateful'\]\['history'\] is a numpy.ndarray"):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    cb.state = {"where": Path("/data")}
+    with pytest.raises(TypeError, match="PosixPath"):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_state_dict_metadata_survives(tmp_path: Path) -> None:
+    bn = torch.nn.BatchNorm1d(3)
+    sd = bn.state_dict()
+    save_checkpoint({**new_checkpoint(), "state_dict": sd}, tmp_path / "bn.ckpt")
+    loaded = load_checkpoint(tmp_path / "bn.ckpt")["state_dict"]
+    assert loaded._metadata == sd._metadata

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from resume_kit import ResumeNet, make_loader, quiet, seed_all  # noqa: E402
+from resume_kit import ResumeNet, make_loader, quiet, seed_all
 
-from ember.callbacks.callback import Callback  # noqa: E402
-from ember.callbacks.model_checkpoint import ModelCheckpoint  # noqa: E402
+from ember.callbacks.callback import Callback
+from ember.callbacks.model_checkpoint import ModelCheckpoint
 
 EPOCHS = 4
 SAMPLES = 120  # 30 batches of 4 per epoch: 120 optimizer steps in all
@@ -91,15 +91,24 @@ def slow_writes(report: Callable[[str], None], pause: float) -> None:
 
 
 def run(
-    root: Path, resume: bool, report: Callable[[str], None], step_sleep: float = 0.0, slow_save: float = 0.0, sleep_from: int = 1
+    root: Path,
+    resume: bool,
+    report: Callable[[str], None],
+    step_sleep: float = 0.0,
+    slow_save: float = 0.0,
+    sleep_from: int = 1,
 ) -> None:
     torch.set_num_threads(1)
     if slow_save:
         slow_writes(report, slow_save)
     seed_all()
     model = ResumeNet(dropout=0.1, scheduler="step")
-    ckpt = ModelCheckpoint(dirpath=root / "ckpts", every_n_train_steps=3, monitor="train_loss", save_top_k=2, save_last=True)
-    trainer = quiet(root, max_epochs=EPOCHS, callbacks=[ckpt, Report(report, step_sleep, sleep_from)], log_every_n_steps=1)
+    ckpt = ModelCheckpoint(
+        dirpath=root / "ckpts", every_n_train_steps=3, monitor="train_loss", save_top_k=2, save_last=True
+    )
+    trainer = quiet(
+        root, max_epochs=EPOCHS, callbacks=[ckpt, Report(report, step_sleep, sleep_from)], log_every_n_steps=1
+    )
     trainer.fit(model, make_loader(n=SAMPLES), make_loader(shuffle=False), ckpt_path="last" if resume else None)
     final = {
         "model": model.state_dict(),

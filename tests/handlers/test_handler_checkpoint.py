@@ -60,7 +60,9 @@ def test_several_objects_and_load_objects(tmp_path: Path) -> None:
         opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
         Checkpoint.load_objects({"weights": model2, "optimizer": opt2}, source)
         assert all(torch.equal(model2.state_dict()[k], v) for k, v in model.state_dict().items())
-        assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+        assert torch.equal(
+            opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"]
+        )
     # one object out of a several-object checkpoint
     model3 = nn.Linear(3, 3)
     Checkpoint.load_objects({"weights": model3}, saved)

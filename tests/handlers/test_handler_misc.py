@@ -92,7 +92,9 @@ def test_state_round_trip_and_bad_arguments() -> None:
         EarlyStopping(patience=1, score_function=lambda e: 0.0, trainer=object())
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, torch.tensor([1.0, math.nan]), {"loss": torch.tensor(-math.inf)}, (1.0, math.nan)])
+@pytest.mark.parametrize(
+    "bad", [math.nan, math.inf, torch.tensor([1.0, math.nan]), {"loss": torch.tensor(-math.inf)}, (1.0, math.nan)]
+)
 def test_terminate_on_nan(bad) -> None:
     outputs = [1.0, torch.tensor(2.0), bad, 4.0, 5.0]
     engine = Engine(lambda e, b: outputs[e.state.iteration - 1])
@@ -124,9 +126,11 @@ def test_timer_average_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
     @engine.on(Events.ITERATION_COMPLETED)
     def between(_: Engine) -> None:
         clock[0] += 100.0  # ... and the time between steps (after the pause) is not counted
+
     engine.run(list(range(4)), max_epochs=2)
     assert timer.value() == 2.0
     assert timer.step_count == 4  # reset at each epoch start
-    total = Timer().attach(engine)
+    total = Timer().attach(engine)  # from STARTED to COMPLETED, as in Ignite
     engine.run(list(range(4)), max_epochs=1)
+    clock[0] += 1000.0  # time after the run does not count
     assert total.value() == 4 * 102.0

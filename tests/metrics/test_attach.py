@@ -51,7 +51,9 @@ def test_loss_is_the_batch_size_weighted_mean():
     assert run_metric(Loss(F.cross_entropy), batches) == pytest.approx(float(F.cross_entropy(y_pred, y)), rel=1e-6)
     weights = torch.tensor([1.0, 2.0, 3.0])
     with_kwargs = [(p, t, {"weight": weights}) for p, t in batches]
-    by_hand = (8 * F.cross_entropy(y_pred[:8], y[:8], weight=weights) + 2 * F.cross_entropy(y_pred[8:], y[8:], weight=weights)) / 10
+    by_hand = (
+        8 * F.cross_entropy(y_pred[:8], y[:8], weight=weights) + 2 * F.cross_entropy(y_pred[8:], y[8:], weight=weights)
+    ) / 10
     assert run_metric(Loss(F.cross_entropy), with_kwargs) == pytest.approx(float(by_hand), rel=1e-6)
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
         run_metric(Loss(lambda p, t: F.cross_entropy(p, t, reduction="none")), batches)
@@ -100,7 +102,9 @@ def test_any_torchmetrics_metric_becomes_attachable():
     batches = [(preds[:3], target[:3]), (preds[3:], target[3:])]
     mse = run_metric(Metric(torchmetrics.MeanSquaredError()), batches)
     assert mse == pytest.approx((0 + 1 + 0 + 4) / 4)
-    collection = torchmetrics.MetricCollection({"mae": torchmetrics.MeanAbsoluteError(), "mse": torchmetrics.MeanSquaredError()})
+    collection = torchmetrics.MetricCollection(
+        {"mae": torchmetrics.MeanAbsoluteError(), "mse": torchmetrics.MeanSquaredError()}
+    )
     engine = Engine(lambda engine, batch: batch)
     Metric(collection).attach(engine, "errors")
     engine.run(batches, max_epochs=1)

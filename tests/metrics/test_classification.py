@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ember.engine import Engine
-from ember.metrics import F1, Accuracy, Precision, Recall
+from ember.metrics import F1, Accuracy, Fbeta, Precision, Recall
 
 # 8 samples, 3 classes. argmax of the logits:  0 1 2 0 1 2 2 1
 #                                   targets:   0 1 1 2 1 2 2 0
@@ -63,7 +63,11 @@ def test_precision_and_recall_are_per_class_by_default():
         (True, sum(PRECISION) / 3, sum(RECALL) / 3),
         ("macro", sum(PRECISION) / 3, sum(RECALL) / 3),
         ("micro", 5 / 8, 5 / 8),
-        ("weighted", sum(p * s for p, s in zip(PRECISION, SUPPORT)) / 8, sum(r * s for r, s in zip(RECALL, SUPPORT)) / 8),
+        (
+            "weighted",
+            sum(p * s for p, s in zip(PRECISION, SUPPORT)) / 8,
+            sum(r * s for r, s in zip(RECALL, SUPPORT)) / 8,
+        ),
     ],
 )
 def test_precision_and_recall_averages(average, precision, recall):
@@ -77,6 +81,16 @@ def test_f1_is_macro_f1_like_ignites_fbeta():
     assert macro != pytest.approx(5 / 8)  # not torchmetrics F1Score's micro default
     assert run(F1(average=False), halves()).tolist() == pytest.approx(F1_PER_CLASS)
     assert run(F1(average="micro"), halves()) == pytest.approx(5 / 8)
+
+
+def test_fbeta_weighs_recall_by_beta_and_is_macro_by_default():
+    beta2 = 4.0  # beta = 2
+    per_class = [(1 + beta2) * p * r / (beta2 * p + r) for p, r in zip(PRECISION, RECALL)]
+    assert run(Fbeta(2.0), halves()) == pytest.approx(sum(per_class) / 3)
+    assert run(Fbeta(2.0, average=False), halves()).tolist() == pytest.approx(per_class)
+    assert run(Fbeta(1.0), halves()) == pytest.approx(run(F1(), halves()))
+    with pytest.raises(ValueError, match="beta must be a positive number"):
+        Fbeta(0)
 
 
 def test_binary_precision_recall_f1_of_the_positive_class():

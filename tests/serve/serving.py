@@ -36,19 +36,27 @@ class Classifier(ember.Module):
 
 
 class Recording(nn.Module):
-    """Wraps a model, records every batch size it sees, and can be slowed down or held at a gate."""
+    """Wraps a model, records every batch size it sees, and can be slowed down or held at a gate.
 
-    def __init__(self, model: nn.Module, delay: float = 0.0) -> None:
+    With ``gated=True`` every forward after the first (the startup warm-up) waits for ``gate``.
+    """
+
+    def __init__(self, model: nn.Module, delay: float = 0.0, gated: bool = False) -> None:
         super().__init__()
         self.model = model
         self.delay = delay
+        self.gated = gated
         self.batch_sizes: list[int] = []
         self.started = threading.Event()
+        self.gate = threading.Event()
         self.example_input_array = getattr(model, "example_input_array", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batch_sizes.append(int(x.shape[0]))
-        self.started.set()
+        if len(self.batch_sizes) > 1:
+            self.started.set()
+            if self.gated and not self.gate.wait(30):
+                raise TimeoutError("the test never opened the gate")
         if self.delay:
             time.sleep(self.delay)
         return self.model(x)
@@ -79,7 +87,9 @@ class LiveServer:
         self.url = ""
 
     def __enter__(self) -> LiveServer:
-        sock = socket.socket()
+        # proto=IPPROTO_TCP, as asyncio's own sockets have: only then does it set TCP_NODELAY on the
+        # accepted connections (without it, Nagle + delayed ACKs add ~40 ms to every response).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._sock = sock

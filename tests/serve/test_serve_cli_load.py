@@ -114,7 +114,11 @@ def make_requests(n: int, seed: int) -> list[tuple[bytes, int, np.ndarray | None
     return requests
 
 
-async def fire(url: str, requests: list[tuple[bytes, int, Any]], concurrency: int) -> list[httpx.Response | Exception]:
+async def fire(
+    url: str, requests: list[tuple[bytes, int, Any]], concurrency: int, done: list[Any] | None = None
+) -> list[httpx.Response | Exception]:
+    """Send every request, ``concurrency`` at a time; each outcome is also appended to ``done``."""
+    done = [] if done is None else done
     limit = asyncio.Semaphore(concurrency)
     headers = {"content-type": "application/json"}
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
@@ -122,9 +126,11 @@ async def fire(url: str, requests: list[tuple[bytes, int, Any]], concurrency: in
         async def one(body: bytes) -> httpx.Response | Exception:
             async with limit:
                 try:
-                    return await client.post("/predict", content=body, headers=headers)
+                    outcome: Any = await client.post("/predict", content=body, headers=headers)
                 except httpx.TransportError as err:
-                    return err
+                    outcome = err
+                done.append(outcome)
+                return outcome
 
         return await asyncio.gather(*[one(body) for body, _, _ in requests])
 
@@ -161,8 +167,11 @@ def test_sigterm_during_traffic_answers_every_accepted_request(pt2_server: Ember
     requests = [r for r in make_requests(400, seed=3) if r[1] == 200]
 
     async def traffic_then_sigterm() -> list[Any]:
-        task = asyncio.ensure_future(fire(pt2_server.url, requests, 32))
-        await asyncio.sleep(0.3)
+        done: list[Any] = []
+        task = asyncio.ensure_future(fire(pt2_server.url, requests, 32, done))
+        deadline = time.monotonic() + 60
+        while len(done) < 20 and time.monotonic() < deadline:  # traffic is flowing
+            await asyncio.sleep(0.01)
         pt2_server.process.send_signal(signal.SIGTERM)
         return await task
 
@@ -170,7 +179,7 @@ def test_sigterm_during_traffic_answers_every_accepted_request(pt2_server: Ember
     # uvicorn re-raises the signal once the graceful shutdown is done, so the exit shows SIGTERM
     assert pt2_server.terminate() == -signal.SIGTERM
     answered = [(r, q) for r, q in zip(responses, requests) if isinstance(r, httpx.Response)]
-    assert answered  # traffic was flowing when the signal came
+    assert len(answered) >= 20
     check([r for r, _ in answered], [q for _, q in answered], reference)  # all 200 and correct
 
 

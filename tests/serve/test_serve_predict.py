@@ -128,6 +128,9 @@ def test_bad_sources_are_refused(tmp_path: Path) -> None:
     (tmp_path / "notscript.pt").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a TorchScript archive"):
         create_app(tmp_path / "notscript.pt")
+    (tmp_path / "broken.pt2").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"not a torch\.export \(\.pt2\) archive"):
+        create_app(tmp_path / "broken.pt2")
     with pytest.raises(TypeError, match="model_or_path must be"):
         create_app(42)
 

@@ -19,6 +19,7 @@ from ember.callbacks.callback import Callback
 from ember.checkpoint import io as ckpt_io
 from ember.checkpoint.topk import TopK, unique_path
 from ember.engine.events import Priority
+from ember.io.atomic import remove_stale_temporaries
 
 _GROUP = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
@@ -120,6 +121,8 @@ class ModelCheckpoint(Callback):
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
         self._last_time = time.monotonic()
+        if stage == "fit" and trainer.is_global_zero:
+            remove_stale_temporaries(self.dirpath)
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step

@@ -20,10 +20,12 @@ Keys of format version 1::
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from ember.checkpoint.io import CheckpointError, PathLike, load_object, save_object
@@ -33,6 +35,44 @@ VERSION_KEY = "ember_checkpoint_version"
 
 #: ``MIGRATIONS[n]`` turns a format-``n`` checkpoint into format ``n + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+_PLAIN = {str, bytes, bytearray, int, float, bool, complex, type(None)}
+_TORCH_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def plain_data(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` as data that loads with ``torch.load(weights_only=True)``: NumPy scalars and subclasses
+    of numbers and strings (enums) become the plain values, dict/list/tuple subclasses
+    (``defaultdict``, named tuples) plain containers; anything else
+    (an array, a path, an object) raises a ``TypeError`` saying where it is, rather than writing a
+    file that would then be refused. Unchanged containers are returned as they are (a module's
+    state dict keeps its ``_metadata``)."""
+    if type(obj) in _PLAIN or isinstance(obj, _TORCH_LEAVES):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in (int, float, str):  # IntEnum, np.float64 (a float subclass), a str-based Enum, ...
+        if isinstance(obj, kind):
+            return kind.__str__(obj) if kind is str else kind(obj)
+    if isinstance(obj, dict):
+        items = {k: plain_data(v, f"{where}[{k!r}]") for k, v in obj.items()}
+        for k in items:
+            if not isinstance(k, (str, int, float, bool, type(None), torch.dtype)):
+                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__}: checkpoint keys must be plain values")
+        if type(obj) in (dict, collections.OrderedDict) and all(items[k] is v for k, v in obj.items()):
+            return obj
+        return collections.OrderedDict(items) if isinstance(obj, collections.OrderedDict) else items
+    if isinstance(obj, (list, tuple, set)):
+        items_ = [plain_data(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        if type(obj) in (list, tuple, set) and all(a is b for a, b in zip(items_, obj)):
+            return obj
+        return set(items_) if isinstance(obj, set) else tuple(items_) if isinstance(obj, tuple) else items_
+    raise TypeError(
+        f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}: a checkpoint holds only tensors and plain "
+        "values (numbers, strings, bools, None, lists/tuples/dicts of them), so that it loads with "
+        "torch.load(weights_only=True); convert it (e.g. str(path), torch.as_tensor(array)) in the state_dict that returns it"
+    )
 
 
 def new_checkpoint() -> dict[str, Any]:
@@ -65,7 +105,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> None:
     """Write a checkpoint dict atomically (local path or fsspec URL)."""
     if checkpoint.get(VERSION_KEY) != FORMAT_VERSION:
         raise ValueError(f"not an Ember checkpoint dict of format {FORMAT_VERSION} (build it with new_checkpoint())")
-    save_object(checkpoint, path)
+    save_object(plain_data(checkpoint), path)
 
 
 def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:

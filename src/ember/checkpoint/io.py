@@ -99,6 +99,24 @@ def remove(path: PathLike) -> None:
         fs.rm(target)
 
 
+def listed_with_mtime(directory: str, suffix: str = ".ckpt") -> list[tuple[str, float]]:
+    """``(url, modification time)`` of the files ending in ``suffix`` directly in an fsspec URL
+    directory (time 0.0 where the filesystem does not say)."""
+    fs, target = _fs(directory)
+    base = directory.rstrip("/")
+    found = []
+    for entry in fs.ls(target, detail=True) if fs.exists(target) else []:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") != "file" or not name.endswith(suffix) or name.startswith("."):
+            continue
+        try:
+            mtime = fs.modified(entry["name"]).timestamp()
+        except (NotImplementedError, OSError, AttributeError):
+            mtime = 0.0
+        found.append((f"{base}/{name}", mtime))
+    return found
+
+
 def save_object(obj: Any, path: PathLike) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically."""
     buffer = io.BytesIO()
@@ -109,9 +127,9 @@ def save_object(obj: Any, path: PathLike) -> None:
 def load_object(path: PathLike, map_location: Any = None) -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong.
 
-    A local file in torch's zip format is memory-mapped rather than read: loading costs no copy
-    and not twice the checkpoint's size in memory (Ember replaces files, never rewrites them in
-    place, so a mapping stays valid). Other files and URLs are read whole first.
+    A local file in torch's zip format is read by torch record by record (one copy of the data in
+    memory); other files and URLs are read whole first. Not memory-mapped: the tensors would alias
+    the file, and a file overwritten in place (``cp``) would change a running model's state.
     """
     name = os.fspath(path)
     source: Any
@@ -128,7 +146,7 @@ def load_object(path: PathLike, map_location: Any = None) -> Any:
     try:
         if isinstance(source, bytes):
             return torch.load(io.BytesIO(source), map_location=map_location, weights_only=True)
-        return torch.load(source, map_location=map_location, weights_only=True, mmap=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         detail = _unpickling_detail(str(err))
         if "GLOBAL" in detail:

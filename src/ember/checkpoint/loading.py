@@ -45,6 +45,14 @@ def _has_meta(module: torch.nn.Module) -> bool:
     return any(t.is_meta for t in module.parameters()) or any(t.is_meta for t in module.buffers())
 
 
+def _target_device(map_location: Any, state_dict: dict[str, Any]) -> torch.device | None:
+    """Where the weights were mapped to: ``map_location`` itself, or (a dict or a function) where
+    the loaded tensors are."""
+    if isinstance(map_location, (str, torch.device)):
+        return torch.device(map_location)
+    return next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
+
+
 def _ties(module: torch.nn.Module) -> list[tuple[str, str]]:
     """``(name, first_name)`` for every parameter that is the same object as an earlier one (tied weights)."""
     first: dict[int, str] = {}
@@ -84,9 +92,10 @@ def load_module_from_checkpoint(
     _retie(model, ties)
     if _has_meta(model):  # something __init__ computed is not in the checkpoint: build it for real
         model = cls(**kwargs)
+        device = _target_device(map_location, state_dict)
+        if device is not None:
+            model.to(device)
         model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict)
-        if map_location is not None:
-            model.to(map_location)
     hook = getattr(model, "on_load_checkpoint", None)
     if callable(hook):
         hook(checkpoint)

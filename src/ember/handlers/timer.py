@@ -11,7 +11,7 @@ from ember.engine import Events
 class Timer:
     """Wall-clock timer driven by engine events.
 
-    ``attach(engine, start=, pause=, resume=, step=)`` resets at ``start``, pauses at ``pause``,
+    ``attach(engine, start=STARTED, pause=COMPLETED, resume=, step=)`` resets at ``start``, pauses at ``pause``,
     resumes at ``resume`` and counts a step at ``step``; ``value()`` is the elapsed seconds, or per
     step with ``average=True``::
 
@@ -23,9 +23,11 @@ class Timer:
         self._average = average
         self.reset()
 
-    def attach(self, engine: Any, start: Any = Events.STARTED, pause: Any = None, resume: Any = None, step: Any = None) -> Timer:
+    def attach(
+        self, engine: Any, start: Any = Events.STARTED, pause: Any = Events.COMPLETED, resume: Any = None, step: Any = None
+    ) -> Timer:
         engine.add_event_handler(start, self.reset)
-        if pause is not None:
+        if pause is not None:  # as in Ignite, the default stops the clock when the run completes
             engine.add_event_handler(pause, self.pause)
         if resume is not None:
             engine.add_event_handler(resume, self.resume)

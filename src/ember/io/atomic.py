@@ -57,3 +57,17 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the ``.<name>.*.tmp`` files that writes killed mid-way (SIGKILL, power loss) left in
+    ``directory``; call it when no other process is writing there (e.g. when a run starts)."""
+    removed = []
+    folder = Path(directory)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(str(tmp))
+    return removed

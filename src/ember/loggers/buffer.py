@@ -1,12 +1,18 @@
-"""Buffered metric writing: ``log_metrics`` appends, a daemon thread writes in batches.
+"""Buffered metric writing: ``log_metrics`` appends, writes happen in batches.
 
 Per-step logging must cost next to nothing (DESIGN.md rule 1), so a logger's ``log_metrics`` only
-appends ``(step, walltime, metrics)`` to a queue, values still tensors on their device. Every
-``interval`` seconds a daemon thread takes what is queued, moves all tensor values to the host in
-one transfer per device and passes plain floats to the logger's ``write`` function (which leaves
-what it wrote with the OS, so a crash loses at most the last interval). ``flush()``
-does the same at once in the calling thread (epoch end, ``save()``, exit). An error raised in the
-thread is raised again by the next ``add()`` or ``flush()``.
+appends ``(step, walltime, metrics)`` to a queue, values still tensors on their device. About every
+``interval`` seconds everything queued is taken at once: all tensor values move to the host in one
+transfer per device and the logger's ``write`` function gets plain floats (and leaves what it wrote
+with the OS, so a crash loses at most the last interval). ``flush()`` does the same at once in the
+calling thread (epoch end, ``save()``, exit).
+
+Who writes: with ``inline=True`` (cheap, CPU-bound writes such as TensorBoard's) the thread that
+logs, when an ``add()`` finds the interval over — a background thread doing that work would hold
+the interpreter lock while the training thread waits for it between its operations; a daemon
+thread still writes what is queued once nothing has been logged for an interval. With
+``inline=False`` (writes that wait on I/O: a tracking server, a database) the daemon thread does
+every write; an error raised there is raised again by the next ``add()`` or ``flush()``.
 """
 
 from __future__ import annotations
@@ -21,42 +27,65 @@ from typing import Any
 
 import torch
 
-Entry = tuple[int, float, dict[str, float]]
+# (step, walltime, names, values); written with floats as values
+Entry = tuple[int, float, tuple[str, ...], Any]
 
 _live: weakref.WeakSet[MetricBuffer] = weakref.WeakSet()
 
 
 class MetricBuffer:
-    """A queue of ``(step, walltime, metrics)`` written in batches by ``write(entries)``."""
+    """A queue of ``(step, walltime, metrics)`` written in batches by ``write(entries)``, each entry
+    ``(step, walltime, names, values)`` with float values."""
 
-    def __init__(self, write: Callable[[list[Entry]], None], interval: float = 1.0, name: str = "ember-logger") -> None:
+    def __init__(
+        self,
+        write: Callable[[list[Entry]], None],
+        interval: float = 1.0,
+        name: str = "ember-logger",
+        inline: bool = False,
+        enabled: Callable[[], bool] = lambda: True,
+    ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"flush interval must be a positive number of seconds, got {interval!r}")
         self._write = write
+        self._enabled = enabled
         self.interval = float(interval)
+        self.inline = inline
         self._name = name
-        self._queue: deque[tuple[int, float, Mapping[str, Any]]] = deque()
+        # (step, walltime, names, values): tuples of plain values, which the garbage collector stops
+        # tracking at its first look (a tuple holding a dict stays tracked, gets promoted, and with
+        # thousands queued every second triggers full collections that cost the training loop dearly)
+        self._queue: deque[Entry] = deque()
         self.lock = threading.Lock()  # one writer at a time: the thread, a flush() or the logger itself
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._due = 0.0  # inline: when the next add() writes
+        self._staged: list[tuple[list[Entry], Callable[[bool], bool]]] = []  # device values on their way
         _live.add(self)
 
     def add(self, step: int, metrics: Mapping[str, Any]) -> None:
         if self._error is not None:
             self._raise()
-        self._queue.append((step, time.time(), metrics))
+        now = time.time()
+        self._queue.append((step, now, tuple(metrics), tuple(metrics.values())))
         if self._thread is None:
             self._start()
+        elif self.inline and now >= self._due and self.lock.acquire(blocking=False):
+            try:
+                self._drain_locked(wait=False)
+            finally:
+                self.lock.release()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + sum(len(rows) for rows, _ in self._staged)
 
     def flush(self) -> None:
         """Write everything queued so far, now, in the calling thread."""
         if self._error is not None:
             self._raise()
-        self._drain()
+        with self.lock:
+            self._drain_locked()
 
     def close(self) -> None:
         """Stop the thread and write what is left (also done for every live buffer at exit)."""
@@ -69,23 +98,46 @@ class MetricBuffer:
 
     def _start(self) -> None:
         self._stop.clear()
+        self._due = time.time() + self.interval
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.inline and time.time() < self._due:
+                continue  # the logging thread is writing as it goes
             try:
-                self._drain()
+                with self.lock:
+                    self._drain_locked()
             except BaseException as err:  # surfaced in the caller's thread by add()/flush()
                 self._error = err
                 return
 
-    def _drain(self) -> None:
-        with self.lock:
-            queue = self._queue
-            entries = [queue.popleft() for _ in range(len(queue))]
-            if entries:
-                self._write(to_host(entries))
+    def _drain_locked(self, wait: bool = True) -> None:
+        """Write what is queued; without ``wait``, values still being copied from a device stay
+        staged for the next time (so the logging thread never waits for the device)."""
+        queue = self._queue
+        entries = [queue.popleft() for _ in range(len(queue))]
+        self._due = time.time() + self.interval
+        if not self._enabled():  # checked per write, not per add(): e.g. only rank zero writes
+            self._staged = []
+            return
+        ready: list[Entry] = []
+        staged = []
+        for rows, finish in self._staged:
+            if finish(wait):
+                ready += rows
+            else:
+                staged.append((rows, finish))
+        if entries:
+            rows, finish = stage(entries)
+            if finish is None or finish(wait):
+                ready += rows
+            else:
+                staged.append((rows, finish))
+        self._staged = staged
+        if ready:
+            self._write(ready)
 
     def _raise(self) -> None:
         err, self._error = self._error, None
@@ -93,44 +145,73 @@ class MetricBuffer:
         raise RuntimeError(f"{self._name}: writing logged metrics failed: {err}") from err
 
 
-def to_host(entries: list[tuple[int, float, Mapping[str, Any]]]) -> list[Entry]:
-    """Entries with every tensor value replaced by a float: CPU tensors read one by one (cheapest),
-    others stacked and moved in one transfer per device and dtype."""
-    out: list[Entry] = []
-    deferred: dict[tuple[torch.device, torch.dtype], list[tuple[dict[str, float], str, torch.Tensor]]] = {}
+def to_host(entries: list[Entry]) -> list[Entry]:
+    """``(step, walltime, names, values)`` entries with float values (waits for device values)."""
+    rows, finish = stage(entries)
+    if finish is not None:
+        finish(True)
+    return rows
+
+
+def stage(entries: list[Entry]) -> tuple[list[Entry], Callable[[bool], bool] | None]:
+    """Start moving the tensor values of ``entries`` to the host.
+
+    Entries holding only floats are passed on as they are (no new objects). CPU tensors and other
+    numbers are read at once. Values on a device are stacked per device and dtype and copied
+    without blocking; then ``finish(wait)`` fills them in and returns True — or, with
+    ``wait=False`` while a copy is still running, returns False without waiting (no host-device
+    synchronisation on the logging thread; call it again later). ``finish`` is None when there is
+    nothing to wait for.
+    """
+    rows: list[Entry] = []
+    on_device: dict[tuple[torch.device, torch.dtype], list[tuple[list[Any], int, torch.Tensor]]] = {}
     tensor = torch.Tensor
-    for step, walltime, metrics in entries:
-        row: dict[str, float] = {}
-        for key, value in metrics.items():
+    for entry in entries:
+        step, walltime, keys, values = entry
+        if all(type(v) is float for v in values):
+            rows.append(entry)
+            continue
+        floats: list[Any] = list(values)
+        for i, value in enumerate(values):
             if isinstance(value, tensor):
                 if value.numel() != 1:
-                    raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+                    raise ValueError(f"metric {keys[i]!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
                 if value.is_cpu:
-                    row[key] = value.item()
+                    floats[i] = value.item()
                 else:
-                    deferred.setdefault((value.device, value.dtype), []).append((row, key, value))
-                    row[key] = 0.0  # keeps the key order
+                    on_device.setdefault((value.device, value.dtype), []).append((floats, i, value))
             else:
-                row[key] = float(value)
-        out.append((step, walltime, row))
-    for (device, _), items in deferred.items():
-        with torch.no_grad():
+                floats[i] = float(value)
+        rows.append((step, walltime, keys, floats))
+    if not on_device:
+        return rows, None
+    copies = []
+    with torch.no_grad():
+        for (device, _), items in on_device.items():
             stacked = torch.stack([t if t.ndim == 0 else t.reshape(()) for _, _, t in items])
-        for (row, key, _), f in zip(items, _device_to_list(stacked, device)):
-            row[key] = float(f)
-    return out
+            copies.append((items, *_start_copy(stacked, device)))
+
+    def finish(wait: bool) -> bool:
+        for _, _, done in copies:
+            if done is not None and not wait and not done.query():
+                return False
+        for items, host, done in copies:
+            if done is not None:
+                done.synchronize()  # an event wait: not a call torch.cuda.set_sync_debug_mode rejects
+            for (floats, i, _), f in zip(items, host.tolist()):
+                floats[i] = float(f)
+        return True
+
+    return rows, finish
 
 
-def _device_to_list(t: torch.Tensor, device: torch.device) -> list[Any]:
+def _start_copy(t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, Any]:
     if device.type == "cuda":
-        # a non-blocking copy and an event wait: the writer thread waits for the device, and no
-        # synchronising call is made that torch.cuda.set_sync_debug_mode("error") would reject
-        host = t.to("cpu", non_blocking=True)
+        host = t.to("cpu", non_blocking=True)  # into pinned memory, queued after the values are computed
         done = torch.cuda.Event()
         done.record()
-        done.synchronize()
-        return host.tolist()
-    return t.cpu().tolist()
+        return host, done
+    return t.cpu(), None  # other devices: a plain (waiting) copy
 
 
 @atexit.register

@@ -25,6 +25,7 @@ from ember.loggers.base import (
     check_version,
     is_rank_zero,
     next_version,
+    scalar_row,
     version_dir,
     yaml_safe,
 )
@@ -51,6 +52,7 @@ class CSVLogger(Logger):
         self._version_given = version is not None
         self._columns: list[str] = []
         self._column_set: set[str] = set()
+        self._names: dict[str, str] = {}
         self._rows: list[dict[str, Any]] = []  # not yet on disk; values may still be tensors
         self._on_host = 0  # how many of _rows hold floats only
         self._needs_rewrite = False
@@ -80,9 +82,8 @@ class CSVLogger(Logger):
         return Path(self.log_dir) / "metrics.csv"
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        if not is_rank_zero():
-            return
-        row = {"step": check_step(step), **metrics}
+        """Keep a row for ``step`` (numbers or 0-d tensors); written at ``save()`` by rank zero only."""
+        row = {"step": check_step(step), **scalar_row(metrics, self._names, str)}
         if not self._column_set.issuperset(row):
             self._columns += [key for key in row if key not in self._column_set]
             self._column_set.update(row)
@@ -93,10 +94,13 @@ class CSVLogger(Logger):
             self._to_host()
 
     def _to_host(self) -> None:
+        if not is_rank_zero():  # checked here rather than per row: other ranks keep nothing
+            self._rows, self._on_host = [], 0
+            return
         pending = self._rows[self._on_host :]
-        converted = to_host([(0, 0.0, row) for row in pending])
-        for row, (_, _, floats) in zip(pending, converted):
-            row.update(floats)
+        converted = to_host([(0, 0.0, tuple(row), tuple(row.values())) for row in pending])
+        for row, (_, _, keys, values) in zip(pending, converted):
+            row.update(zip(keys, values))
             row["step"] = int(row["step"])
         self._on_host = len(self._rows)
 
@@ -157,4 +161,3 @@ class CSVLogger(Logger):
         self._needs_rewrite = True
         if state.get("step") is not None:
             self._last_step = self._purge_after = int(state["step"])
-

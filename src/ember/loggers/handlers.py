@@ -64,8 +64,10 @@ class OutputHandler:
     ) -> None:
         if not isinstance(tag, str):
             raise TypeError(f"tag must be a string, got {tag!r}")
-        if metric_names is not None and metric_names != "all" and not (
-            isinstance(metric_names, (list, tuple)) and all(isinstance(n, str) for n in metric_names)
+        if (
+            metric_names is not None
+            and metric_names != "all"
+            and not (isinstance(metric_names, (list, tuple)) and all(isinstance(n, str) for n in metric_names))
         ):
             raise TypeError(f"metric_names must be a list of names or 'all', got {metric_names!r}")
         if output_transform is not None and not callable(output_transform):
@@ -73,7 +75,9 @@ class OutputHandler:
         if global_step_transform is not None and not callable(global_step_transform):
             raise TypeError(f"global_step_transform must be callable, got {global_step_transform!r}")
         if metric_names is None and output_transform is None and state_attributes is None:
-            raise ValueError("OutputHandler needs metric_names, output_transform or state_attributes: there would be nothing to log")
+            raise ValueError(
+                "OutputHandler needs metric_names, output_transform or state_attributes: there would be nothing to log"
+            )
         self.tag = tag
         self.metric_names = metric_names
         self.output_transform = output_transform
@@ -90,7 +94,9 @@ class OutputHandler:
                 if name in metrics:
                     values[name] = metrics[name]
                 else:
-                    warnings.warn(f"OutputHandler: metric {name!r} is not in engine.state.metrics {sorted(metrics)}", stacklevel=2)
+                    warnings.warn(
+                        f"OutputHandler: metric {name!r} is not in engine.state.metrics {sorted(metrics)}", stacklevel=2
+                    )
         if self.output_transform is not None:
             out = self.output_transform(engine.state.output)
             values.update(out if isinstance(out, Mapping) else {"output": out})
@@ -110,7 +116,9 @@ class OptimizerParamsHandler:
 
     def __init__(self, optimizer: Any, param_name: str = "lr", tag: str | None = None) -> None:
         if not isinstance(getattr(optimizer, "param_groups", None), Sequence):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer (something with param_groups), got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer (something with param_groups), got {type(optimizer).__name__}"
+            )
         if not isinstance(param_name, str):
             raise TypeError(f"param_name must be a string, got {param_name!r}")
         missing = [i for i, g in enumerate(optimizer.param_groups) if param_name not in g]
@@ -123,9 +131,12 @@ class OptimizerParamsHandler:
     def __call__(self, engine: Any, logger: Any, event_name: Any) -> None:
         prefix = f"{self.tag}/" if self.tag else ""
         values = {
-            f"{prefix}{self.param_name}/group_{i}": group[self.param_name] for i, group in enumerate(self.optimizer.param_groups)
+            f"{prefix}{self.param_name}/group_{i}": group[self.param_name]
+            for i, group in enumerate(self.optimizer.param_groups)
         }
-        logger.log_metrics(values if getattr(logger, "accepts_tensors", False) else _floats(values), event_step(engine, event_name))
+        logger.log_metrics(
+            values if getattr(logger, "accepts_tensors", False) else _floats(values), event_step(engine, event_name)
+        )
 
 
 def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
@@ -139,7 +150,9 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
             for i, v in enumerate(value.detach()):
                 out[f"{key}/{i}"] = v
         else:
-            warnings.warn(f"{key!r}: a tensor of shape {tuple(value.shape)} cannot be logged as scalars; skipped", stacklevel=3)
+            warnings.warn(
+                f"{key!r}: a tensor of shape {tuple(value.shape)} cannot be logged as scalars; skipped", stacklevel=3
+            )
     elif isinstance(value, numbers.Real):
         out[key] = value
     elif isinstance(value, Sequence) and not isinstance(value, str):
@@ -152,4 +165,5 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
 def _floats(values: dict[str, Any]) -> dict[str, float]:
     from ember.loggers.buffer import to_host
 
-    return to_host([(0, 0.0, values)])[0][2]
+    ((_, _, keys, floats),) = to_host([(0, 0.0, tuple(values), tuple(values.values()))])
+    return dict(zip(keys, floats))

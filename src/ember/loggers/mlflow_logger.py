@@ -43,7 +43,7 @@ _STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 _MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")
 _PARAM_MAX = 6000  # MLflow's limit on a parameter value's length
-_METRICS_PER_BATCH = 1000
+_METRICS_PER_BATCH = 250
 _PARAMS_PER_BATCH = 100
 
 
@@ -89,7 +89,12 @@ class MLFlowLogger(Logger):
         require_mlflow()
         if not isinstance(experiment_name, str) or not experiment_name:
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
-        for arg, value in (("run_name", run_name), ("tracking_uri", tracking_uri), ("artifact_location", artifact_location), ("run_id", run_id)):
+        for arg, value in (
+            ("run_name", run_name),
+            ("tracking_uri", tracking_uri),
+            ("artifact_location", artifact_location),
+            ("run_id", run_id),
+        ):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{arg} must be a non-empty string or None, got {value!r}")
         if tags is not None and not isinstance(tags, Mapping):
@@ -99,7 +104,9 @@ class MLFlowLogger(Logger):
         self._save_dir = check_path("save_dir", save_dir).absolute()
         self._default_store = tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI")
         if tracking_uri is None:
-            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self._save_dir / 'mlflow.db').as_posix()}"
+            tracking_uri = (
+                os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self._save_dir / 'mlflow.db').as_posix()}"
+            )
         self._tracking_uri = tracking_uri
         if artifact_location is None and self._default_store:
             artifact_location = (self._save_dir / "artifacts").as_uri()
@@ -116,7 +123,7 @@ class MLFlowLogger(Logger):
         self._names: dict[str, str] = {}
         self._last_step: int | None = None
         self._buffer_secs = flush_secs
-        self._buffer = MetricBuffer(self._write_entries, flush_secs, name="MLFlowLogger")
+        self._buffer = MetricBuffer(self._write_entries, flush_secs, name="MLFlowLogger", enabled=is_rank_zero)
 
     def __getstate__(self) -> dict[str, Any]:
         # the client, the writer thread and the locks stay with the original
@@ -127,7 +134,7 @@ class MLFlowLogger(Logger):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_lock = threading.RLock()
-        self._buffer = MetricBuffer(self._write_entries, self._buffer_secs, name="MLFlowLogger")
+        self._buffer = MetricBuffer(self._write_entries, self._buffer_secs, name="MLFlowLogger", enabled=is_rank_zero)
 
     # ------------------------------------------------------------------ the run
 
@@ -156,7 +163,9 @@ class MLFlowLogger(Logger):
     def _create_run(self, client: Any) -> None:
         exp = client.get_experiment_by_name(self._experiment_name)
         if exp is None:
-            self._experiment_id = client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
+            self._experiment_id = client.create_experiment(
+                self._experiment_name, artifact_location=self._artifact_location
+            )
         else:
             self._experiment_id = exp.experiment_id
         run = client.create_run(self._experiment_id, tags=self._tags or None, run_name=self._run_name)
@@ -201,9 +210,8 @@ class MLFlowLogger(Logger):
     # ------------------------------------------------------------------ writing
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Queue metrics (numbers or 0-d tensors) for ``step``; sent within ``flush_secs``."""
-        if not is_rank_zero():
-            return
+        """Queue metrics (numbers or 0-d tensors) for ``step``; sent within ``flush_secs``
+        (by rank zero only: other ranks drop them then)."""
         step = check_step(step)
         row = scalar_row(metrics, self._names, self._metric_name)
         self._last_step = step
@@ -213,18 +221,19 @@ class MLFlowLogger(Logger):
         name = f"{self._prefix}-{key}" if self._prefix else key
         clean = _BAD_CHARS.sub("_", name)
         if clean != name:
-            warnings.warn(f"MLFlowLogger: metric {name!r} is logged as {clean!r} (MLflow allows letters, digits and _-. :/)", stacklevel=3)
+            warnings.warn(
+                f"MLFlowLogger: metric {name!r} is logged as {clean!r} (MLflow allows letters, digits and _-. :/)",
+                stacklevel=3,
+            )
         return clean
 
     def _write_entries(self, entries: list[Entry]) -> None:
         from mlflow.entities import Metric
 
         client = self.experiment
-        metrics = [
-            Metric(key, value, int(walltime * 1000), step) for step, walltime, row in entries for key, value in row.items()
-        ]
-        for i in range(0, len(metrics), _METRICS_PER_BATCH):
-            client.log_batch(self._run_id, metrics=metrics[i : i + _METRICS_PER_BATCH])
+        flat = [(k, v, int(t * 1000), s) for s, t, keys, values in entries for k, v in zip(keys, values)]
+        for i in range(0, len(flat), _METRICS_PER_BATCH):  # small batches: few objects alive at once for the GC
+            client.log_batch(self._run_id, metrics=[Metric(*m) for m in flat[i : i + _METRICS_PER_BATCH]])
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Log ``params`` as MLflow parameters: nested keys as ``"a/b"``, values as text (cut to

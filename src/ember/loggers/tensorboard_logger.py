@@ -89,7 +89,9 @@ class TensorBoardLogger(Logger):
         require_tensorboard()
         unknown = sorted(set(writer_kwargs) - set(_WRITER_KWARGS))
         if unknown:
-            raise TypeError(f"TensorBoardLogger got unknown arguments {unknown}; SummaryWriter options allowed: {list(_WRITER_KWARGS)}")
+            raise TypeError(
+                f"TensorBoardLogger got unknown arguments {unknown}; SummaryWriter options allowed: {list(_WRITER_KWARGS)}"
+            )
         if log_dir is not None:
             if save_dir is not None:
                 raise ValueError("TensorBoardLogger: pass save_dir (with name/version) or log_dir, not both")
@@ -107,7 +109,9 @@ class TensorBoardLogger(Logger):
         self._default_hp_metric = bool(default_hp_metric)
         self._writer_kwargs = writer_kwargs
         self._flush_secs = flush_secs
-        self._buffer = MetricBuffer(self._write_entries, flush_secs, name="TensorBoardLogger")
+        self._buffer = MetricBuffer(
+            self._write_entries, flush_secs, name="TensorBoardLogger", inline=True, enabled=is_rank_zero
+        )
         self._file: EventFile | None = None
         self._writer: Any = None
         self._last_step: int | None = None
@@ -123,7 +127,9 @@ class TensorBoardLogger(Logger):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._buffer = MetricBuffer(self._write_entries, self._flush_secs, name="TensorBoardLogger")
+        self._buffer = MetricBuffer(
+            self._write_entries, self._flush_secs, name="TensorBoardLogger", inline=True, enabled=is_rank_zero
+        )
 
     # ------------------------------------------------------------------ where
 
@@ -177,9 +183,8 @@ class TensorBoardLogger(Logger):
     # ------------------------------------------------------------------ writing
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Queue scalars (numbers or 0-d tensors) for ``step``; written within ``flush_secs``."""
-        if not is_rank_zero():
-            return
+        """Queue scalars (numbers or 0-d tensors) for ``step``; written within ``flush_secs``
+        (by rank zero only: other ranks drop them then)."""
         step = check_step(step)
         row = scalar_row(metrics, self._names, self._metric_name)
         self._last_step = step
@@ -223,10 +228,8 @@ class TensorBoardLogger(Logger):
         self._event_file().write(scalar_events(entries))
 
     def save(self) -> None:
-        """Write everything queued and fsync the event file."""
+        """Write everything queued (to the OS: each write is flushed)."""
         self._buffer.flush()
-        if self._file is not None:
-            self._file.sync()
         if self._writer is not None:
             self._writer.flush()
 
@@ -269,4 +272,3 @@ class TensorBoardLogger(Logger):
 
 
 TensorboardLogger = TensorBoardLogger
-

@@ -48,7 +48,9 @@ def masked_crc32c(chunks: Sequence[bytes]) -> np.ndarray:
     sorted_lengths = lengths[order]
     width = int(sorted_lengths[0])
     rows = np.zeros((n, width), dtype=np.uint8)
-    rows[np.arange(width) < sorted_lengths[:, None]] = np.frombuffer(b"".join([chunks[i] for i in order]), dtype=np.uint8)
+    rows[np.arange(width) < sorted_lengths[:, None]] = np.frombuffer(
+        b"".join([chunks[i] for i in order]), dtype=np.uint8
+    )
     out = np.empty(n, dtype=np.uint32)
     out[order] = _masked_crc_rows(rows, sorted_lengths)
     return out
@@ -102,7 +104,9 @@ class EventFile:
         self.write([Event(wall_time=time.time(), file_version="brain.Event:2")])
 
     def write(self, events: Sequence[Any]) -> None:
-        """Append ``Event`` protos (or their serialized bytes) and hand them to the OS (no fsync)."""
+        """Append ``Event`` protos (or their serialized bytes) and hand them to the OS. No fsync: an
+        append-only log, flushed on every write, where an OS crash costs at most the last writes
+        (an fsync per write would cost tens of milliseconds on a busy disk)."""
         if not events:
             return
         blob = encode_records([e if isinstance(e, bytes) else e.SerializeToString() for e in events])
@@ -110,38 +114,36 @@ class EventFile:
             self._file.write(blob)
             self._file.flush()
 
-    def sync(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
-                os.fsync(self._file.fileno())
                 self._file.close()
 
 
-def scalar_events(entries: Sequence[tuple[int, float, dict[str, float]]]) -> list[bytes]:
-    """One serialized ``Event`` per entry holding all its scalars as ``simple_value`` (what
+def scalar_events(entries: Sequence[tuple[int, float, Sequence[str], Sequence[float]]]) -> list[bytes]:
+    """One serialized ``Event`` per ``(step, walltime, names, values)`` entry holding its scalars as ``simple_value`` (what
     ``SummaryWriter.add_scalar`` writes, batched).
 
     Encoded directly in protobuf's wire format, with each tag's bytes made once: building the
     messages through the protobuf classes costs several times more per step."""
     prefixes: dict[str, bytes] = {}
     out = []
-    for step, walltime, metrics in entries:
-        values = []
-        for key, value in metrics.items():
+    for step, walltime, keys, values in entries:
+        parts = []
+        for key, value in zip(keys, values):
             prefix = prefixes.get(key)
             if prefix is None:
                 prefix = prefixes[key] = _value_prefix(key)
-            values.append(prefix + _float32(value))
-        summary = b"".join(values)
+            parts.append(prefix + _float32(value))
+        summary = b"".join(parts)
         out.append(
-            b"\x09" + _DOUBLE(walltime) + b"\x10" + _varint(step & 0xFFFFFFFFFFFFFFFF) + b"\x2a" + _varint(len(summary)) + summary
+            b"\x09"
+            + _DOUBLE(walltime)
+            + b"\x10"
+            + _varint(step & 0xFFFFFFFFFFFFFFFF)
+            + b"\x2a"
+            + _varint(len(summary))
+            + summary
         )
     return out
 

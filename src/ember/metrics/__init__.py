@@ -5,9 +5,9 @@ into ``engine.state.metrics["name"]``; any ``torchmetrics.Metric`` becomes attac
 ``Metric(tm_metric)``. torchmetrics is imported when a metric is built (``pip install "ember[metrics]"``).
 """
 
-from ember.metrics.classification import F1, Accuracy, Precision, Recall
+from ember.metrics.classification import F1, Accuracy, Fbeta, Precision, Recall
 from ember.metrics.loss import Loss
 from ember.metrics.metric import Metric, NotComputableError
 from ember.metrics.running_average import RunningAverage
 
-__all__ = ["F1", "Accuracy", "Loss", "Metric", "NotComputableError", "Precision", "Recall", "RunningAverage"]
+__all__ = ["F1", "Accuracy", "Fbeta", "Loss", "Metric", "NotComputableError", "Precision", "Recall", "RunningAverage"]

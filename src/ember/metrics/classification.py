@@ -1,4 +1,5 @@
-"""Classification metrics with Ignite's names and defaults: ``Accuracy``, ``Precision``, ``Recall``, ``F1``.
+"""Classification metrics with Ignite's names and defaults: ``Accuracy``, ``Precision``, ``Recall``,
+``F1`` and ``Fbeta``.
 
 Each takes ``(y_pred, y)`` per batch (``output_transform`` maps the engine output to it) and picks
 the task from the first batch's shapes:
@@ -33,7 +34,15 @@ import torch
 
 from ember.metrics.metric import Metric, pair, require_torchmetrics
 
-_AVERAGES = {False: "none", None: "none", "none": "none", True: "macro", "macro": "macro", "micro": "micro", "weighted": "weighted"}
+_AVERAGES = {
+    False: "none",
+    None: "none",
+    "none": "none",
+    True: "macro",
+    "macro": "macro",
+    "micro": "micro",
+    "weighted": "weighted",
+}
 
 
 def _average(average: Any) -> str:
@@ -56,8 +65,12 @@ class _Classification(Metric):
         device: str | torch.device | None = None,
     ) -> None:
         require_torchmetrics()
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"num_classes must be an int >= 2 or None (read from the first batch), got {num_classes!r}")
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+        ):
+            raise ValueError(
+                f"num_classes must be an int >= 2 or None (read from the first batch), got {num_classes!r}"
+            )
         if not isinstance(is_multilabel, bool):
             raise TypeError(f"is_multilabel must be True or False, got {is_multilabel!r}")
         super().__init__(None, output_transform, device)
@@ -74,7 +87,9 @@ class _Classification(Metric):
     def update(self, output: Any) -> None:
         y_pred, y = pair(output, type(self).__name__)
         if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise TypeError(f"{type(self).__name__}: y_pred and y must be tensors, got {type(y_pred).__name__}, {type(y).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: y_pred and y must be tensors, got {type(y_pred).__name__}, {type(y).__name__}"
+            )
         task, classes = self._task_of(y_pred, y)
         if self._metric is None:
             self.task, self.num_classes = task, classes
@@ -92,7 +107,9 @@ class _Classification(Metric):
         name = type(self).__name__
         if self.is_multilabel:
             if y_pred.shape != y.shape or y_pred.ndim < 2:
-                raise ValueError(f"{name}(is_multilabel=True): y_pred and y must both be (N, C, ...), got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+                raise ValueError(
+                    f"{name}(is_multilabel=True): y_pred and y must both be (N, C, ...), got {tuple(y_pred.shape)} and {tuple(y.shape)}"
+                )
             return "multilabel", self._classes(y_pred.shape[1])
         if y_pred.ndim == y.ndim + 1 and y_pred.shape[:1] + y_pred.shape[2:] == y.shape:
             return "multiclass", self._classes(y_pred.shape[1])
@@ -107,7 +124,9 @@ class _Classification(Metric):
 
     def _classes(self, found: int) -> int:
         if self._classes_given is not None and self._classes_given != found:
-            raise ValueError(f"{type(self).__name__}: num_classes={self._classes_given} but y_pred has {found} classes (dim 1)")
+            raise ValueError(
+                f"{type(self).__name__}: num_classes={self._classes_given} but y_pred has {found} classes (dim 1)"
+            )
         return found
 
     def _make(self, task: str, num_classes: int | None) -> Any:
@@ -145,10 +164,14 @@ class _Averaged(_Classification):
         from torchmetrics import classification as tmc
 
         binary, multiclass, multilabel = (getattr(tmc, n) for n in self._names)
+        extra = self._extra_args()
         if task == "binary":
-            return binary(validate_args=False)
+            return binary(*extra, validate_args=False)
         cls = multiclass if task == "multiclass" else multilabel
-        return cls(num_classes, average=self.average, validate_args=False)
+        return cls(*extra, num_classes, average=self.average, validate_args=False)
+
+    def _extra_args(self) -> tuple:
+        return ()
 
 
 class Precision(_Averaged):
@@ -180,3 +203,27 @@ class F1(_Averaged):
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__(output_transform, average, num_classes, is_multilabel, device)
+
+
+class Fbeta(_Averaged):
+    """F-beta score, Ignite's ``Fbeta``: macro by default (``average=True``), ``average=False``
+    per class, "micro" or "weighted". ``Fbeta(1.0)`` is :class:`F1`. See the module doc."""
+
+    _names = ("BinaryFBetaScore", "MulticlassFBetaScore", "MultilabelFBetaScore")
+
+    def __init__(
+        self,
+        beta: float,
+        average: bool | str = True,
+        output_transform: Callable | None = None,
+        num_classes: int | None = None,
+        is_multilabel: bool = False,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0:
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        self.beta = float(beta)
+        super().__init__(output_transform, average, num_classes, is_multilabel, device)
+
+    def _extra_args(self) -> tuple:
+        return (self.beta,)

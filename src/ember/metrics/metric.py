@@ -60,9 +60,13 @@ class Metric:
         device: where the metric's state lives (default: the device of the first batch).
     """
 
-    def __init__(self, metric: Any = None, output_transform: Callable | None = None, device: str | torch.device | None = None):
+    def __init__(
+        self, metric: Any = None, output_transform: Callable | None = None, device: str | torch.device | None = None
+    ):
         if metric is not None and not all(callable(getattr(metric, m, None)) for m in ("update", "compute", "reset")):
-            raise TypeError(f"metric must be a torchmetrics.Metric (with update, compute, reset), got {type(metric).__name__}")
+            raise TypeError(
+                f"metric must be a torchmetrics.Metric (with update, compute, reset), got {type(metric).__name__}"
+            )
         if output_transform is not None and not callable(output_transform):
             raise TypeError(f"output_transform must be callable, got {output_transform!r}")
         self._metric = metric

@@ -101,7 +101,11 @@ def _reset_event(usage: str) -> Any:
 
 def _mean_over_processes(x: Any) -> Any:
     dist = torch.distributed
-    if not isinstance(x, torch.Tensor) or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if (
+        not isinstance(x, torch.Tensor)
+        or not (dist.is_available() and dist.is_initialized())
+        or dist.get_world_size() == 1
+    ):
         return x
     x = x.clone().float()
     dist.all_reduce(x)

@@ -207,6 +207,7 @@ class ScriptLauncher:
     """
 
     _children: list[tuple[int, subprocess.Popen]] = []  # shared: one set of children per process
+    failed = False  # a stage failed in this process (see note_failure)
 
     def __init__(self, local_processes: int, num_nodes: int) -> None:
         self.local_processes = local_processes
@@ -284,7 +285,15 @@ def _watch_children() -> None:
         time.sleep(0.2)
 
 
+def note_failure() -> None:
+    """A stage failed in this process: at exit, the children it started are stopped rather than
+    awaited (one blocked in a collective with this process would wait for the whole timeout)."""
+    ScriptLauncher.failed = True
+
+
 def _wait_for_children() -> None:
+    if ScriptLauncher.failed:
+        _stop_children(FAILURE_GRACE_S)
     failed = []
     for rank, proc in ScriptLauncher._children:
         code = proc.wait()
@@ -372,7 +381,7 @@ def _spawned_worker(local_rank: int, payload: bytes, cluster: ClusterEnv, thread
     if trainer.is_global_zero:
         queue.put(pickle.dumps(_collect_results(trainer, model, stage, out)))
     if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # a clean exit; left to interpreter shutdown it takes seconds
+        torch.distributed.destroy_process_group()  # this process made it: leave it clean
 
 
 def _cpu(value: Any) -> Any:

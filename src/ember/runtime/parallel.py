@@ -3,6 +3,7 @@ the process group (``gloo`` on CPU, ``nccl`` on CUDA), collectives, and errors t
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ember.distributed import comms
-from ember.runtime.launcher import ClusterEnv, ScriptLauncher, SpawnLauncher, detect_cluster
+from ember.runtime.launcher import ClusterEnv, ScriptLauncher, SpawnLauncher, detect_cluster, note_failure
 from ember.runtime.strategy import Strategy
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's own default for collectives
@@ -64,6 +65,7 @@ class ParallelStrategy(Strategy):
         self._cluster: ClusterEnv | None = None
         self._in_worker = False  # set in processes that ddp_spawn started
         self._owns_group = False
+        self._failed = False
 
     def configure(
         self,
@@ -179,8 +181,18 @@ class ParallelStrategy(Strategy):
                 **options,
             )
         self._owns_group = True
+        atexit.register(self._destroy_group)
+
+    def _destroy_group(self) -> None:
+        # a clean exit for a run that went well; after a failure the peers may be gone or stuck,
+        # and tearing down could wait on them
+        if self._owns_group and not self._failed and dist.is_initialized():
+            dist.destroy_process_group()
+        self._owns_group = False
 
     def on_exception(self, exception: BaseException) -> None:
+        self._failed = True
+        note_failure()
         if self.world_size > 1 and hasattr(exception, "add_note"):
             note = f"[ember] raised on global rank {self.global_rank} of {self.world_size} (node {self.node_rank}, local rank {self.local_rank}, pid {os.getpid()})"
             if note not in getattr(exception, "__notes__", ()):

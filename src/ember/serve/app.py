@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,7 @@ def create_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     allow_nan: bool = False,
     device: str = "cpu",
+    num_threads: int | None = None,
 ) -> Any:
     """Build the FastAPI app serving ``model_or_path``; run it with uvicorn or :func:`ember.serve.serve`.
 
@@ -51,6 +53,7 @@ def create_app(
         model_or_path: an ``nn.Module`` (e.g. an ``ember.Module``; it is put in eval mode), a
             ``torch.export.ExportedProgram``, or the path of an exported ``.onnx`` (run by ONNX
             Runtime), ``.pt2`` or TorchScript (``.pt``/``.ts``) file, or of a checkpoint (with ``model_class``).
+            Serve only files you trust: ``.pt2`` and TorchScript archives are programs.
         task: ``"classification"`` adds ``predictions`` (argmax) and ``probabilities`` (softmax of the
             outputs, taken as logits) to each answer; ``None`` returns the outputs only.
         model_class: the ``ember.Module`` subclass that rebuilds a checkpoint (its
@@ -65,19 +68,28 @@ def create_app(
         max_body_bytes: the largest accepted request body (larger: 413).
         allow_nan: accept NaN and infinity in inputs (refused with 422 by default).
         device: where torch models run (``"cpu"``, ``"cuda"``, ...).
+        num_threads: CPU threads one forward pass may use (``torch.set_num_threads``, which is
+            process-wide, and ONNX Runtime's ``intra_op_num_threads``); None leaves them as they are.
+            On a small machine leave a core to HTTP: ``ember serve`` uses one fewer than the CPUs.
 
     Example::
 
         app = create_app("model.pt2", task="classification", max_batch_size=64)
         uvicorn.run(app, host="127.0.0.1", port=8000)
     """
-    _check_options(task, max_batch_size, max_wait_ms, max_queue_size, max_body_bytes)
+    _check_options(task, max_batch_size, max_wait_ms, max_queue_size, max_body_bytes, num_threads)
     require("fastapi", "serve")
     fastapi_offline = require("fastapi_offline", "serve")
     from fastapi import Request
     from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-    backend = load_backend(model_or_path, model_class=model_class, input_sample=input_sample, device=device)
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+    backend = load_backend(
+        model_or_path, model_class=model_class, input_sample=input_sample, device=device, num_threads=num_threads
+    )
     model_name = name or backend.name
     outputs = _warm_up(backend)
     if task == "classification" and outputs is not None and not isinstance(outputs, np.ndarray):
@@ -174,16 +186,19 @@ def create_app(
     return app
 
 
-def _check_options(task: Any, max_batch_size: Any, max_wait_ms: Any, max_queue_size: Any, max_body_bytes: Any) -> None:
+def _check_options(
+    task: Any, max_batch_size: Any, max_wait_ms: Any, max_queue_size: Any, max_body_bytes: Any, num_threads: Any
+) -> None:
     if task not in TASKS:
         raise ValueError(f"task={task!r}; choose None or 'classification'")
-    for label, value, low in (
-        ("max_batch_size", max_batch_size, 1),
-        ("max_queue_size", max_queue_size, 1),
-        ("max_body_bytes", max_body_bytes, 1),
+    for label, value in (
+        ("max_batch_size", max_batch_size),
+        ("max_queue_size", max_queue_size),
+        ("max_body_bytes", max_body_bytes),
+        ("num_threads", 1 if num_threads is None else num_threads),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{label}={value!r}; expected an integer >= {low}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label}={value!r}; expected an integer >= 1")
     if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not 0 <= max_wait_ms < math.inf:
         raise ValueError(f"max_wait_ms={max_wait_ms!r}; expected a number of milliseconds >= 0")
 
@@ -269,6 +284,11 @@ def _predict_docs(spec: Any, task: str | None) -> dict[str, Any]:
     }
 
 
+def default_num_threads() -> int:
+    """Threads for the model in a dedicated server: one fewer than the CPUs (one core for HTTP), at least 1."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def serve(
     model_or_path: Any,
     host: str = "127.0.0.1",
@@ -279,9 +299,11 @@ def serve(
 ) -> None:
     """Serve ``model_or_path`` with uvicorn until SIGINT/SIGTERM; in-flight requests finish first.
 
-    ``app_options`` go to :func:`create_app` (``task``, ``max_batch_size``, ``max_wait_ms``, ...).
+    ``app_options`` go to :func:`create_app` (``task``, ``max_batch_size``, ``max_wait_ms``, ...);
+    ``num_threads`` defaults to :func:`default_num_threads` here, since the process is the server's.
     """
     uvicorn = require("uvicorn", "serve")
+    app_options.setdefault("num_threads", default_num_threads())
     app = create_app(model_or_path, **app_options)
     uvicorn.run(
         app,

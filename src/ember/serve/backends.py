@@ -52,6 +52,7 @@ def load_backend(
     model_class: type | None = None,
     input_sample: Any = None,
     device: str = "cpu",
+    num_threads: int | None = None,
 ) -> Backend:
     """Build the backend for ``model_or_path`` (see :func:`ember.serve.create_app` for what it accepts)."""
     if isinstance(model_or_path, torch.export.ExportedProgram):
@@ -61,7 +62,7 @@ def load_backend(
             raise ValueError("model_class is for loading a checkpoint path; model_or_path is already a module")
         backend = _from_module(model_or_path, "module", device)
     elif isinstance(model_or_path, (str, os.PathLike)):
-        backend = _from_path(Path(model_or_path), model_class, device)
+        backend = _from_path(Path(model_or_path), model_class, device, num_threads)
     else:
         raise TypeError(
             "model_or_path must be an nn.Module, a torch.export.ExportedProgram, or the path of a .onnx, .pt2, "
@@ -74,7 +75,7 @@ def load_backend(
     return backend
 
 
-def _from_path(path: Path, model_class: type | None, device: str) -> Backend:
+def _from_path(path: Path, model_class: type | None, device: str, num_threads: int | None) -> Backend:
     if not path.is_file():
         raise FileNotFoundError(f"model_or_path={str(path)!r}: no such file")
     suffix = path.suffix.lower()
@@ -88,10 +89,13 @@ def _from_path(path: Path, model_class: type | None, device: str) -> Backend:
         module = loader(str(path), map_location=device)
         return _from_module(module, "checkpoint", device)
     if suffix == ".onnx":
-        return _from_onnx(path, device)
+        return _from_onnx(path, device, num_threads)
     if suffix == ".pt2":
         extra = {METADATA_FILE: ""}
-        program = torch.export.load(str(path), extra_files=extra)
+        try:
+            program = torch.export.load(str(path), extra_files=extra)
+        except Exception as err:  # torch raises several types for a damaged or foreign archive
+            raise ValueError(f"{path} is not a torch.export (.pt2) archive: {err}") from err
         backend = _from_program(program, path.stem, device)
         backend.name = _metadata(extra).get("name") or backend.name
         return backend
@@ -107,9 +111,7 @@ def _from_path(path: Path, model_class: type | None, device: str) -> Backend:
         metadata = _metadata(extra)
         backend = _from_module(module, "torchscript", device)
         backend.name = metadata.get("name") or backend.name
-        if metadata.get("input"):
-            info = metadata["input"]
-            backend.input = TensorSpec(tuple(info["shape"]), np.dtype(info["dtype"]), info.get("batch"))
+        backend.input = _spec_from_metadata(metadata.get("input")) or backend.input
         return backend
     if suffix == ".ckpt":
         raise ValueError(
@@ -120,6 +122,15 @@ def _from_path(path: Path, model_class: type | None, device: str) -> Backend:
         f"cannot serve {path.name!r}: expected a .onnx, .pt2, TorchScript ({', '.join(TORCHSCRIPT_SUFFIXES)}) file, "
         "or a checkpoint together with model_class"
     )
+
+
+def _spec_from_metadata(info: Any) -> TensorSpec | None:
+    try:
+        shape = tuple(None if d is None else int(d) for d in info["shape"])
+        batch = info.get("batch")
+        return TensorSpec(shape, np.dtype(info["dtype"]), None if batch is None else int(batch))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None  # absent or not ours: the server then checks only what it can
 
 
 def _metadata(extra: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +178,9 @@ def _from_program(program: torch.export.ExportedProgram, name: str, device: str)
 def _program_input(program: torch.export.ExportedProgram) -> TensorSpec | None:
     names = program.graph_signature.user_inputs
     if len(names) != 1:
-        raise ValueError(f"the exported program takes {len(names)} inputs {list(names)}; ember serve feeds models with one")
+        raise ValueError(
+            f"the exported program takes {len(names)} inputs {list(names)}; ember serve feeds models with one"
+        )
     node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None)
     value = node.meta.get("val") if node is not None else None
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
@@ -176,12 +189,15 @@ def _program_input(program: torch.export.ExportedProgram) -> TensorSpec | None:
     return TensorSpec(tuple(dims[1:]), numpy_dtype(value.dtype), dims[0])
 
 
-def _from_onnx(path: Path, device: str) -> Backend:
+def _from_onnx(path: Path, device: str, num_threads: int | None) -> Backend:
     ort = require("onnxruntime", "onnx")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), providers=providers)
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+    session = ort.InferenceSession(str(path), options, providers=providers)
     inputs = session.get_inputs()
     if len(inputs) != 1:
         names = [i.name for i in inputs]

@@ -41,6 +41,12 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--model-version", type=str, default="1", help="Model version for /metadata.")
     parser.add_argument("--device", type=str, default="cpu", help="Device for torch models (cpu, cuda, ...).")
     parser.add_argument(
+        "--num-threads",
+        type=int | None,
+        default=None,
+        help="CPU threads per forward pass (default: one fewer than the CPUs).",
+    )
+    parser.add_argument(
         "--log-level",
         type=Literal["critical", "error", "warning", "info", "debug"],
         default="info",
@@ -57,6 +63,7 @@ def run(config: Any) -> None:
     from ember.serve.app import serve
 
     model_class = import_class(config.model, "--model") if config.model else None
+    threads = {"num_threads": config.num_threads} if config.num_threads is not None else {}
     serve(
         config.path,
         host=config.host,
@@ -73,4 +80,5 @@ def run(config: Any) -> None:
         max_body_bytes=config.max_body_bytes,
         allow_nan=config.allow_nan,
         device=config.device,
+        **threads,
     )

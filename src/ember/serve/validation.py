@@ -7,6 +7,7 @@ NaN/infinity and values out of the dtype's range.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -58,7 +59,7 @@ def to_batch(
     ``check_bools=False`` skips the search for ``true``/``false`` among numbers (which numpy would
     silently turn into 1/0): pass it when the raw body contains neither word.
     """
-    expected = spec.describe() if spec is not None else "a batch (a list) of samples"
+    expected = _describe(spec)
     if isinstance(inputs, (list, int, float)) and not isinstance(inputs, bool):
         array = _as_array(inputs, expected)
     else:
@@ -81,6 +82,11 @@ def to_batch(
         raise InvalidInput(422, f'"inputs" is a single number; expected {expected}')
     dtype = spec.dtype if spec is not None else DEFAULT_DTYPE
     return np.ascontiguousarray(_cast(array, dtype, allow_nan, expected)), single
+
+
+@functools.lru_cache(maxsize=64)
+def _describe(spec: TensorSpec | None) -> str:
+    return spec.describe() if spec is not None else "a batch (a list) of samples"
 
 
 def _as_array(inputs: Any, expected: str) -> np.ndarray:

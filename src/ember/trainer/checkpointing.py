@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.checkpoint import capture_rng_states, new_checkpoint, restore_rng_states
+from ember.checkpoint import io as ckpt_io
+from ember.checkpoint.format import plain_data
 from ember.checkpoint.loading import adapt_state_dict
 
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ class CheckpointConnector:
         dispatch = tr._stage_dispatch
         if dispatch is not None:
             dispatch.call("on_save_checkpoint", ckpt)
-        return ckpt
+        return plain_data(ckpt)  # a value that would not load with weights_only=True fails here, naming it
 
     def save(self, path: str | os.PathLike, weights_only: bool = False) -> None:
         """Every process calls this; the strategy writes (rank zero, or every rank's shards)."""
@@ -140,13 +142,16 @@ class CheckpointConnector:
 
     def _newest_checkpoint(self) -> str | None:
         candidates: set[str] = set()
+        remote: list[tuple[str, float]] = []
         for cb in self.trainer.checkpoint_callbacks:
-            if cb.dirpath:
+            if cb.dirpath and ckpt_io._is_url(cb.dirpath):  # s3://, memory://, ...: ask the filesystem
+                remote += ckpt_io.listed_with_mtime(cb.dirpath)
+            elif cb.dirpath:
                 candidates.update(glob.glob(os.path.join(glob.escape(os.fspath(cb.dirpath)), "*.ckpt")))
         root = glob.escape(self.trainer.default_root_dir)
         candidates.update(glob.glob(os.path.join(root, "**", "*.ckpt"), recursive=True))
-        existing = [c for c in candidates if os.path.isfile(c)]
-        return max(existing, key=os.path.getmtime) if existing else None
+        found = remote + [(c, os.path.getmtime(c)) for c in candidates if os.path.isfile(c)]
+        return max(found, key=lambda item: item[1])[0] if found else None
 
     # ------------------------------------------------------------------ restoring
 

@@ -440,8 +440,8 @@ class FitLoop:
         logging.save_loggers()
         tr._current_epoch = state.epoch
         ctx.epoch_level = False
-        if tr.world_size > 1:  # all processes stop at the same epoch if any of them wants to
-            tr.should_stop = tr.should_stop or self._past_deadline_everywhere(local_decision=tr.should_stop)
+        if tr.world_size > 1:  # all processes stop at the same epoch if any of them wants to (one collective each)
+            tr.should_stop = self._past_deadline_everywhere(local_decision=tr.should_stop)
         if (
             self.stopping
             or tr._signals.received is not None
@@ -472,7 +472,8 @@ class FitLoop:
             "epoch_rng": self.epoch_rng,
             "epoch_end_pending": self.in_epoch_end,
             "micro": self.micro,
-            "should_stop": bool(tr.should_stop),
+            # a run that decided to end stays ended on resume; one stopped by max_time continues (a new time budget)
+            "should_stop": bool(tr.should_stop) and not (tr._deadline_box[0] and time.monotonic() >= tr._deadline_box[0]),
             "callback_metrics": {k: float(v) for k, v in tr.callback_metrics.items()},
         }
         gen = loader_generator(getattr(self, "train_data", None))

@@ -409,8 +409,11 @@ class Trainer:
         """Train ``model``; validate during training when validation data is given.
 
         ``ckpt_path`` continues a run exactly where a checkpoint left it (mid-epoch too): a path,
-        ``"last"`` (the newest checkpoint under ``default_root_dir``; none found starts from
-        scratch with a warning) or ``"best"``.
+        ``"last"`` (the newest ``*.ckpt`` under ``default_root_dir`` or in a ModelCheckpoint's
+        ``dirpath``, which may be an fsspec URL; none found starts from scratch with a warning) or
+        ``"best"``. A checkpoint saved as its run ended trains nothing more, except that a larger
+        ``max_epochs``/``max_steps`` extends a run that reached its limit (one stopped by
+        ``max_time`` continues with a new time budget; one that EarlyStopping ended stays ended).
         """
         self._check_model(model, "fit", ("training_step", "configure_optimizers"))
         self._run_stage(
@@ -556,8 +559,9 @@ class Trainer:
         val_loaders = [self._distributed_loader(v, training=False) for v in val_loaders]
         self._val_loaders = val_loaders
         self._val_counts = [data_utils.num_batches(v, self.limits["validate"], "limit_val_batches") for v in val_loaders]
-        if val_loaders and not callable(getattr(model, "validation_step", None)) or (
-            val_loaders and isinstance(model, Module) and not overrides(model, "validation_step", Module)
+        if val_loaders and (
+            not callable(getattr(model, "validation_step", None))
+            or (isinstance(model, Module) and not overrides(model, "validation_step", Module))
         ):
             raise TypeError(f"validation data was given but {type(model).__name__} does not define validation_step()")
 
@@ -721,7 +725,9 @@ class Trainer:
 
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
         """Save the current state (everything needed to resume, or only the weights and
-        hyperparameters with ``weights_only=True``) to ``filepath``, atomically; rank zero writes."""
+        hyperparameters with ``weights_only=True``) to ``filepath``, atomically; rank zero writes.
+        In a distributed run call it on every process: FSDP gathers the weights from all of them
+        (and with ``state_dict_type="sharded"`` each writes its shards into the directory ``filepath``)."""
         self._checkpoint.save(filepath, weights_only)
 
     def _dump_checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
