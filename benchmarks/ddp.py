@@ -12,7 +12,7 @@ dominate, and a small CNN), one CPU thread per process. The processes are starte
 ``ember.distributed.Parallel`` and the Trainer joins their process group. Rank zero prints steps/s
 per process and the ratio to (a) in the same round: median and min-max over the rounds.
 
-    python benchmarks/ddp.py [--rounds 7] [--quick]
+    python benchmarks/ddp.py [--rounds 11] [--quick]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def bench(local_rank: int, rounds: int, quick: bool) -> None:
         print(f"torch {torch.__version__}, ember {ember.__version__}, {edist.get_world_size()} processes, "
               f"backend {edist.backend()}, threads/process {torch.get_num_threads()}, rounds {rounds}")  # fmt: skip
     for job, (factory, shape, batch, steps) in JOBS.items():
-        steps = max(steps // 10, 20) if quick else steps
+        steps = max(steps // 10, 20) if quick else steps // 2  # shorter runs, more rounds: less drift per pair
         loader = make_loader(shape, batch, steps * 2)  # a global batch of 2 x batch: `steps` steps per process
         for fn in VARIANTS.values():  # warm-up: the first DDP construction imports lazily (seconds)
             fn(factory, loader)
@@ -127,7 +127,7 @@ def bench(local_rank: int, rounds: int, quick: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="fewer steps, for a smoke run")
     args = parser.parse_args()
     with edist.Parallel(backend="gloo", nproc_per_node=2) as parallel:

@@ -290,3 +290,29 @@ def test_a_plain_file_without_weights(tmp_path: Path) -> None:
     save_checkpoint(new_checkpoint(), tmp_path / "empty.ckpt")
     with pytest.raises(ValueError, match="state_dict"):
         MLP.load_from_checkpoint(tmp_path / "empty.ckpt")
+
+
+def test_example_input_array_is_a_real_tensor_after_loading(tmp_path) -> None:
+    import torch
+    from torch import nn
+
+    import ember
+
+    class WithExample(ember.Module):
+        def __init__(self, width: int = 3):
+            super().__init__()
+            self.save_hyperparameters()
+            self.lin = nn.Linear(width, 2)
+            self.example_input_array = torch.zeros(1, width, dtype=torch.float32)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    original = WithExample(width=5)
+    trainer = ember.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.model = original
+    trainer.save_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    loaded = WithExample.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert not loaded.example_input_array.is_meta
+    assert loaded.example_input_array.shape == (1, 5) and loaded.example_input_array.dtype == torch.float32
+    assert torch.equal(loaded(loaded.example_input_array), original(torch.zeros(1, 5)))

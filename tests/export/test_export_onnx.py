@@ -81,3 +81,15 @@ def test_missing_input_sample_is_a_clear_error(tmp_path: Path) -> None:
 def test_external_data_needs_a_path_target(cnn) -> None:
     with pytest.raises(ValueError, match="external_data=True"):
         cnn.to_onnx(io.BytesIO(), external_data=True)
+
+
+def test_external_data_sidecar_lands_next_to_the_model(cnn, tmp_path: Path) -> None:
+    path = tmp_path / "big.onnx"
+    cnn.to_onnx(path, external_data=True)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files[0] == "big.onnx" and len(files) == 2 and files[1].startswith("big.onnx")  # model + its data file
+    cnn.eval()
+    x = torch.randn(3, 1, 8, 8)
+    sess = session(str(path))
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(out, cnn(x).detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -29,7 +29,9 @@ class LearningRateMonitor(Callback):
         trainer = ember.Trainer(callbacks=[LearningRateMonitor(logging_interval="step")])
     """
 
-    def __init__(self, logging_interval: str | None = None, log_momentum: bool = False, log_weight_decay: bool = False) -> None:
+    def __init__(
+        self, logging_interval: str | None = None, log_momentum: bool = False, log_weight_decay: bool = False
+    ) -> None:
         if logging_interval not in _INTERVALS:
             raise ValueError(f"logging_interval={logging_interval!r} is not valid; choose 'step', 'epoch' or None")
         for arg, value in (("log_momentum", log_momentum), ("log_weight_decay", log_weight_decay)):

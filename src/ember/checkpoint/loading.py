@@ -96,6 +96,10 @@ def load_module_from_checkpoint(
         if device is not None:
             model.to(device)
         model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict)
+    example = getattr(model, "example_input_array", None)
+    if isinstance(example, torch.Tensor) and example.is_meta:
+        # built under the meta device: keep its shape and dtype (what summaries and exports use)
+        model.example_input_array = torch.zeros(example.shape, dtype=example.dtype)
     hook = getattr(model, "on_load_checkpoint", None)
     if callable(hook):
         hook(checkpoint)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+_DRAIN_S = 0.1  # see shutdown()
 _OPS = {"SUM": "SUM", "PRODUCT": "PRODUCT", "MIN": "MIN", "MAX": "MAX", "AND": "BAND", "OR": "BOR"}
 
 
@@ -141,6 +143,23 @@ def barrier() -> None:
     """Wait until every process gets here (a no-op outside a process group)."""
     if get_world_size() > 1:
         dist.barrier()
+
+
+def shutdown(destroy: bool = True) -> None:
+    """End this process's part in the default process group, safely at exit.
+
+    gloo's worker threads free each finished collective a moment after the caller sees it
+    complete, and freeing a tensor that Python created takes the GIL: if that happens once the
+    interpreter is finalizing, the process aborts ("terminate called without an active
+    exception"). Anything still holding the group (a DDP wrapper, an FSDP mesh) keeps those threads
+    alive past ``destroy_process_group``, so a short pause lets them finish first. ``destroy=False``
+    only pauses (after a failure the peers may be gone or stuck, and tearing down could wait on them).
+    """
+    if not is_initialized():
+        return
+    time.sleep(_DRAIN_S)
+    if destroy:
+        dist.destroy_process_group()
 
 
 def one_rank_only(rank: int = 0, with_barrier: bool = False) -> Callable:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ember.distributed.comms import shutdown
 from ember.runtime.launcher import ClusterEnv, _rank_env, _replace_rank, detect_cluster, free_port, threads_per_process
 
 BACKENDS = ("gloo", "nccl", "mpi")
@@ -87,8 +88,8 @@ class Parallel:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if self._owns_group:
+            shutdown(destroy=exc[0] is None)
         self._owns_group = False
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -140,6 +141,6 @@ def _worker(
         fn(local_rank, *args, **kwargs)
     except BaseException as err:
         err.add_note(f"[ember] raised on global rank {me.global_rank} of {me.world_size} (pid {os.getpid()})")
+        shutdown(destroy=False)
         raise
-    finally:
-        dist.destroy_process_group()
+    shutdown()

@@ -1,11 +1,12 @@
 """Buffered metric writing: ``log_metrics`` appends, writes happen in batches.
 
 Per-step logging must cost next to nothing (DESIGN.md rule 1), so a logger's ``log_metrics`` only
-appends ``(step, walltime, metrics)`` to a queue, values still tensors on their device. About every
-``interval`` seconds everything queued is taken at once: all tensor values move to the host in one
-transfer per device and the logger's ``write`` function gets plain floats (and leaves what it wrote
-with the OS, so a crash loses at most the last interval). ``flush()`` does the same at once in the
-calling thread (epoch end, ``save()``, exit).
+appends ``(step, walltime, names, values)`` to a queue; values on a device stay tensors there. About
+every ``interval`` seconds everything queued is taken at once: the device values are copied to the
+host in one non-blocking transfer per device (the logging thread writes them once the copy is done,
+never waiting for the device itself) and the logger's ``write`` function gets plain floats (and
+leaves what it wrote with the OS, so a crash loses at most the last interval). ``flush()`` writes
+everything at once in the calling thread, waiting for copies (epoch end, ``save()``, exit).
 
 Who writes: with ``inline=True`` (cheap, CPU-bound writes such as TensorBoard's) the thread that
 logs, when an ``add()`` finds the interval over — a background thread doing that work would hold
@@ -18,6 +19,7 @@ every write; an error raised there is raised again by the next ``add()`` or ``fl
 from __future__ import annotations
 
 import atexit
+import numbers
 import threading
 import time
 import weakref
@@ -34,8 +36,10 @@ _live: weakref.WeakSet[MetricBuffer] = weakref.WeakSet()
 
 
 class MetricBuffer:
-    """A queue of ``(step, walltime, metrics)`` written in batches by ``write(entries)``, each entry
-    ``(step, walltime, names, values)`` with float values."""
+    """A queue of ``add(step, metrics)`` calls written in batches by ``write(entries)``, each entry
+    ``(step, walltime, names, values)`` with float values and names as ``rename`` makes them.
+    ``enabled()`` is asked at each write (e.g. "is this rank zero?"); when it says no, the queued
+    values are dropped."""
 
     def __init__(
         self,
@@ -44,31 +48,55 @@ class MetricBuffer:
         name: str = "ember-logger",
         inline: bool = False,
         enabled: Callable[[], bool] = lambda: True,
+        rename: Callable[[str], str] = str,
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"flush interval must be a positive number of seconds, got {interval!r}")
         self._write = write
         self._enabled = enabled
+        self._rename = rename
         self.interval = float(interval)
         self.inline = inline
         self._name = name
         # (step, walltime, names, values): tuples of plain values, which the garbage collector stops
-        # tracking at its first look (a tuple holding a dict stays tracked, gets promoted, and with
-        # thousands queued every second triggers full collections that cost the training loop dearly)
+        # tracking before they reach its oldest generation (a tuple holding a dict stays tracked, and
+        # thousands promoted every second trigger full collections that cost the training loop dearly)
         self._queue: deque[Entry] = deque()
         self.lock = threading.Lock()  # one writer at a time: the thread, a flush() or the logger itself
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._due = 0.0  # inline: when the next add() writes
+        self._names: tuple[str, ...] = ()  # the last names given, and what they are logged as
+        self._keys: tuple[str, ...] = ()
         self._staged: list[tuple[list[Entry], Callable[[bool], bool]]] = []  # device values on their way
         _live.add(self)
 
     def add(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Queue ``metrics`` (numbers or scalar tensors) for ``step``; the values of CPU tensors are
+        read now (no host-device synchronisation, and floats keep the queue out of the garbage
+        collector's sight), tensors on a device are kept until written."""
         if self._error is not None:
             self._raise()
         now = time.time()
-        self._queue.append((step, now, tuple(metrics), tuple(metrics.values())))
+        names = tuple(metrics)
+        if names != self._names:  # renamed once while the names repeat, and one tuple shared
+            self._keys = tuple(self._rename(k) for k in names)
+            self._names = names
+        values = []
+        tensor = torch.Tensor
+        try:
+            for value in metrics.values():
+                if type(value) is not float:
+                    if isinstance(value, tensor):
+                        if value.is_cpu:
+                            value = value.item()
+                    elif not isinstance(value, numbers.Real):
+                        raise TypeError
+                values.append(value)
+        except (TypeError, RuntimeError):
+            raise _bad_value(metrics) from None
+        self._queue.append((step, now, self._keys, tuple(values)))
         if self._thread is None:
             self._start()
         elif self.inline and now >= self._due and self.lock.acquire(blocking=False):
@@ -145,6 +173,16 @@ class MetricBuffer:
         raise RuntimeError(f"{self._name}: writing logged metrics failed: {err}") from err
 
 
+def _bad_value(metrics: Mapping[str, Any]) -> Exception:
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                return ValueError(f"log_metrics: {key!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        elif not isinstance(value, numbers.Real):
+            return TypeError(f"log_metrics: {key!r} must be a number or a scalar tensor, got {type(value).__name__}")
+    return TypeError("log_metrics: values must be numbers or scalar tensors")
+
+
 def to_host(entries: list[Entry]) -> list[Entry]:
     """``(step, walltime, names, values)`` entries with float values (waits for device values)."""
     rows, finish = stage(entries)
@@ -168,7 +206,10 @@ def stage(entries: list[Entry]) -> tuple[list[Entry], Callable[[bool], bool] | N
     tensor = torch.Tensor
     for entry in entries:
         step, walltime, keys, values = entry
-        if all(type(v) is float for v in values):
+        for v in values:
+            if type(v) is not float:
+                break
+        else:  # floats only: passed on as they are
             rows.append(entry)
             continue
         floats: list[Any] = list(values)
@@ -207,9 +248,10 @@ def stage(entries: list[Entry]) -> tuple[list[Entry], Callable[[bool], bool] | N
 
 def _start_copy(t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, Any]:
     if device.type == "cuda":
-        host = t.to("cpu", non_blocking=True)  # into pinned memory, queued after the values are computed
-        done = torch.cuda.Event()
-        done.record()
+        with torch.cuda.device(device):  # the event goes on the stream the copy was queued on
+            host = t.to("cpu", non_blocking=True)  # into pinned memory, after the values are computed
+            done = torch.cuda.Event()
+            done.record()
         return host, done
     return t.cpu(), None  # other devices: a plain (waiting) copy
 

@@ -12,6 +12,9 @@ Ignite's ``MLflowLogger`` (the same class)::
     mlflow_logger = MLflowLogger(experiment_name="mnist")
     mlflow_logger.attach_output_handler(trainer, Events.ITERATION_COMPLETED, tag="training",
                                         output_transform=lambda loss: {"loss": loss})
+
+(logged as ``training/loss``, as with every Ember logger; Ignite's MLflow handler writes
+``training loss``). Characters MLflow does not allow in names become ``_``, with a warning.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from ember.loggers.base import (
     flatten_params,
     is_rank_zero,
     plain_param,
-    scalar_row,
 )
 from ember.loggers.buffer import Entry, MetricBuffer
 
@@ -120,10 +122,14 @@ class MLFlowLogger(Logger):
         self._experiment_id: str | None = None
         self._client: Any = None
         self._init_lock = threading.RLock()  # the run is made once, from whichever thread needs it first
-        self._names: dict[str, str] = {}
         self._last_step: int | None = None
         self._buffer_secs = flush_secs
-        self._buffer = MetricBuffer(self._write_entries, flush_secs, name="MLFlowLogger", enabled=is_rank_zero)
+        self._buffer = self._new_buffer()
+
+    def _new_buffer(self) -> MetricBuffer:
+        return MetricBuffer(
+            self._write_entries, self._buffer_secs, name="MLFlowLogger", enabled=is_rank_zero, rename=self._metric_name
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # the client, the writer thread and the locks stay with the original
@@ -134,7 +140,7 @@ class MLFlowLogger(Logger):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_lock = threading.RLock()
-        self._buffer = MetricBuffer(self._write_entries, self._buffer_secs, name="MLFlowLogger", enabled=is_rank_zero)
+        self._buffer = self._new_buffer()
 
     # ------------------------------------------------------------------ the run
 
@@ -212,10 +218,10 @@ class MLFlowLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Queue metrics (numbers or 0-d tensors) for ``step``; sent within ``flush_secs``
         (by rank zero only: other ranks drop them then)."""
-        step = check_step(step)
-        row = scalar_row(metrics, self._names, self._metric_name)
+        if type(step) is not int:
+            step = check_step(step)
         self._last_step = step
-        self._buffer.add(step, row)
+        self._buffer.add(step, metrics)
 
     def _metric_name(self, key: str) -> str:
         name = f"{self._prefix}-{key}" if self._prefix else key

@@ -10,10 +10,11 @@ Ignite's form writes to ``log_dir`` itself (``TensorboardLogger`` is the same cl
     tb.attach_output_handler(trainer, Events.ITERATION_COMPLETED, tag="training",
                              output_transform=lambda loss: {"loss": loss})
 
-Scalars are queued with their step (tensors stay on the device) and written every ``flush_secs``
-by a background thread, all of a batch at once (see :mod:`ember.loggers.tfevents`), so logging
-every step stays cheap. ``experiment`` is a ``torch.utils.tensorboard.SummaryWriter`` on the same
-directory, made on first use, for images, histograms and the rest.
+Scalars are queued with their step (tensors on a device stay there) and written about every
+``flush_secs``, a batch at a time (see :mod:`ember.loggers.tfevents` and
+:mod:`ember.loggers.buffer`), so logging every step stays cheap; ``save()`` writes at once.
+``experiment`` is a ``torch.utils.tensorboard.SummaryWriter`` on the same directory, made on first
+use, for images, histograms and the rest.
 """
 
 from __future__ import annotations
@@ -38,12 +39,11 @@ from ember.loggers.base import (
     is_rank_zero,
     next_version,
     plain_param,
-    scalar_row,
     version_dir,
     yaml_safe,
 )
 from ember.loggers.buffer import Entry, MetricBuffer
-from ember.loggers.tfevents import EventFile, purge_event, scalar_events
+from ember.loggers.tfevents import EventFile, purge_event, scalar_records
 
 _WRITER_KWARGS = ("comment", "purge_step", "max_queue", "filename_suffix")
 _EXTRA = 'TensorBoardLogger needs tensorboard: pip install "ember[tensorboard]"'
@@ -105,18 +105,25 @@ class TensorBoardLogger(Logger):
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a string, got {prefix!r}")
         self._prefix = prefix
-        self._names: dict[str, str] = {}
         self._default_hp_metric = bool(default_hp_metric)
         self._writer_kwargs = writer_kwargs
         self._flush_secs = flush_secs
-        self._buffer = MetricBuffer(
-            self._write_entries, flush_secs, name="TensorBoardLogger", inline=True, enabled=is_rank_zero
-        )
+        self._buffer = self._new_buffer()
         self._file: EventFile | None = None
         self._writer: Any = None
         self._last_step: int | None = None
         self._purge_step: int | None = writer_kwargs.get("purge_step")
         self._hparams: tuple[Mapping[str, Any], Mapping[str, float] | None] | None = None
+
+    def _new_buffer(self) -> MetricBuffer:
+        return MetricBuffer(
+            self._write_entries,
+            self._flush_secs,
+            name="TensorBoardLogger",
+            inline=True,
+            enabled=is_rank_zero,
+            rename=self._metric_name,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # open files, the writer thread and the SummaryWriter stay with the original
@@ -127,9 +134,7 @@ class TensorBoardLogger(Logger):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._buffer = MetricBuffer(
-            self._write_entries, self._flush_secs, name="TensorBoardLogger", inline=True, enabled=is_rank_zero
-        )
+        self._buffer = self._new_buffer()
 
     # ------------------------------------------------------------------ where
 
@@ -185,10 +190,10 @@ class TensorBoardLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Queue scalars (numbers or 0-d tensors) for ``step``; written within ``flush_secs``
         (by rank zero only: other ranks drop them then)."""
-        step = check_step(step)
-        row = scalar_row(metrics, self._names, self._metric_name)
+        if type(step) is not int:
+            step = check_step(step)
         self._last_step = step
-        self._buffer.add(step, row)
+        self._buffer.add(step, metrics)
 
     def _metric_name(self, key: str) -> str:
         return f"{self._prefix}-{key}" if self._prefix else key
@@ -225,7 +230,7 @@ class TensorBoardLogger(Logger):
         return self._file
 
     def _write_entries(self, entries: list[Entry]) -> None:
-        self._event_file().write(scalar_events(entries))
+        self._event_file().write_records(scalar_records(entries))
 
     def save(self) -> None:
         """Write everything queued (to the OS: each write is flushed)."""

@@ -17,8 +17,8 @@ Checkpoints:
   checkpoint may run code when loaded: it loads only with ``trusted_sharded_checkpoints=True``.
   ``ModelCheckpoint`` always writes full checkpoints.
 
-Everything from ``torch.distributed.fsdp``/``checkpoint``/``tensor`` is imported when first used:
-it pulls in DTensor and sympy, which a single-device run never pays for.
+Everything from ``torch.distributed.fsdp``/``checkpoint``/``tensor`` is imported when first used
+(it pulls in DTensor and sympy): ``import ember`` and building this strategy import none of it.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class ClusterEnv:
     node_rank: int
     master_addr: str
     master_port: int
-    source: str  # "torchrun", "slurm" or "env"
+    source: str  # "torchrun", "slurm", "env" or "process group"
 
     @property
     def num_nodes(self) -> int:
@@ -73,7 +73,7 @@ def detect_cluster(environ: Any = None) -> ClusterEnv | None:
     torchrun and generic launchers are recognised by ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
     ``MASTER_PORT``; SLURM by ``SLURM_NTASKS`` > 1 outside an interactive job (the master address is
     the job's first node and the port is derived from the job id unless ``MASTER_ADDR``/``MASTER_PORT``
-    say otherwise).
+    say otherwise); a process group of several processes that the program set up itself counts too.
     """
     env = os.environ if environ is None else environ
     if all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
@@ -105,6 +105,21 @@ def detect_cluster(environ: Any = None) -> ClusterEnv | None:
             master_addr=env.get("MASTER_ADDR") or first_slurm_host(nodelist),
             master_port=_int(env, "MASTER_PORT", 15000 + job_id % 20000),
             source="slurm",
+        )
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:  # a group made by hand
+        world, rank = dist.get_world_size(), dist.get_rank()
+        local_world = _int(env, "LOCAL_WORLD_SIZE", world)
+        return ClusterEnv(
+            world,
+            rank,
+            _int(env, "LOCAL_RANK", rank % local_world),
+            local_world,
+            rank // local_world,
+            "",
+            0,
+            "process group",
         )
     return None
 
@@ -380,8 +395,9 @@ def _spawned_worker(local_rank: int, payload: bytes, cluster: ClusterEnv, thread
     out = trainer._run_stage(stage, model, datamodule, ckpt_path, **loaders)
     if trainer.is_global_zero:
         queue.put(pickle.dumps(_collect_results(trainer, model, stage, out)))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # this process made it: leave it clean
+    from ember.distributed.comms import shutdown
+
+    shutdown()  # this process made the group: leave it clean (see shutdown)
 
 
 def _cpu(value: Any) -> Any:

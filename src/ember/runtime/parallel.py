@@ -184,10 +184,9 @@ class ParallelStrategy(Strategy):
         atexit.register(self._destroy_group)
 
     def _destroy_group(self) -> None:
-        # a clean exit for a run that went well; after a failure the peers may be gone or stuck,
-        # and tearing down could wait on them
-        if self._owns_group and not self._failed and dist.is_initialized():
-            dist.destroy_process_group()
+        # at exit, for the group this strategy created (see ember.distributed.comms.shutdown)
+        if self._owns_group:
+            comms.shutdown(destroy=not self._failed)
         self._owns_group = False
 
     def on_exception(self, exception: BaseException) -> None:

@@ -4,7 +4,9 @@
 (:class:`~ember.runtime.ddp.DDPStrategy`, :class:`~ember.runtime.fsdp.FSDPStrategy`) implement the
 same methods on ``torch.distributed``: joining or starting the processes, wrapping the module,
 reducing values, barriers, and how checkpoints are gathered, written and read. They are imported
-only when asked for, so a single-device run never loads FSDP, DTensor or sympy.
+only when asked for, and import FSDP, DTensor and distributed checkpointing (with sympy) only when
+they use them: ``import ember`` and choosing a strategy load none of these. (torch.optim itself
+imports torch._dynamo, and with it FSDP and sympy, when a process builds its first optimizer.)
 """
 
 from __future__ import annotations
@@ -76,9 +78,6 @@ class Strategy:
 
     def on_exception(self, exception: BaseException) -> None:
         """Called with any exception that leaves a stage, before it propagates."""
-
-    def teardown(self) -> None:
-        """Called when a stage ends."""
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -20,7 +20,7 @@ STAGES = ("train", "sanity_check", "validate", "test", "predict")
 class LogContext:
     """Which stage and hook level is running, for ``self.log`` defaults and validation."""
 
-    __slots__ = ("stage", "store", "epoch_level", "dataloader_idx", "multi_dataloader", "engine", "_bs_batch", "_bs")
+    __slots__ = ("_bs", "_bs_batch", "dataloader_idx", "engine", "epoch_level", "multi_dataloader", "stage", "store")
 
     def __init__(self) -> None:
         self.stage: str | None = None
@@ -182,12 +182,14 @@ class TrainerLogging:
             return
         store.step_dirty = False
         pending = store.step_values()
-        for v in pending.values():
+        metrics = {}
+        for key, v in pending.items():  # one pass: this runs every log_every_n_steps steps
             v.step_pending = False
-        keys = [k for k, v in pending.items() if v.logger]
-        if not keys or not self.enabled:
+            if v.logger:
+                metrics[key] = v.last
+        if not metrics or not self.enabled:
             return
-        metrics = {k: pending[k].last for k in keys}
+        keys = list(metrics)
         if self.sync is not None:  # sync_dist values are reduced over the processes here, where they are written
             metrics.update(self._synced([(k, pending[k], metrics[k], 1.0) for k in keys if pending[k].sync_dist]))
         self.logged.update(metrics)

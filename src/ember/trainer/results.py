@@ -64,20 +64,20 @@ class LoggedValue:
     """Everything logged under one name in one stage run."""
 
     __slots__ = (
-        "name",
-        "on_step",
-        "on_epoch",
-        "prog_bar",
-        "logger",
-        "reduce",
-        "sync_dist",
         "last",
-        "step_pending",
+        "logger",
+        "metric",
+        "name",
+        "on_epoch",
+        "on_step",
         "pending",
-        "weights",
+        "prog_bar",
+        "reduce",
+        "step_pending",
+        "sync_dist",
         "total",
         "weight_total",
-        "metric",
+        "weights",
     )
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool):

@@ -377,6 +377,17 @@ class Trainer:
         return self.strategy.root_device
 
     @property
+    def num_nodes(self) -> int:
+        """Machines taking part (Lightning's name)."""
+        return max(1, self.world_size // self.num_devices)
+
+    @property
+    def num_devices(self) -> int:
+        """Processes (devices) per machine (Lightning's name)."""
+        cluster = getattr(self.strategy, "cluster", None)
+        return cluster.local_world_size if cluster is not None else 1
+
+    @property
     def global_rank(self) -> int:
         return self.strategy.global_rank
 
