@@ -13,14 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from export_models import TinyCNN
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def cnn() -> TinyCNN:
     torch.manual_seed(0)

@@ -1,28 +1,17 @@
-"""Shared setup for the logger tests: one CPU thread, ``tests/`` on ``sys.path`` (for ``helpers``),
-no MLflow settings from the environment, and MLflow stores whose tables are made once per session.
-The readers of logged values are in ``logger_readback``."""
+"""Shared setup for the logger tests: no MLflow settings from the environment, and MLflow stores
+whose tables are made once per session. The readers of logged values are in ``logger_readback``."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-_TESTS = str(Path(__file__).resolve().parent.parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_no_mlflow_env(monkeypatch):
+def _no_mlflow_env(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

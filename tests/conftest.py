@@ -1,5 +1,5 @@
-"""Shared setup for the Trainer tests: one CPU thread (tiny models; the suite stays fast on 2
-cores) and ``tests/`` on ``sys.path`` so ``helpers`` imports from here too."""
+"""Shared by every test: ``tests/`` on ``sys.path`` (so ``helpers`` imports anywhere) and one CPU
+thread per test (tiny models; the suite stays fast and deterministic on 2 cores)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-_TESTS = str(Path(__file__).resolve().parent.parent)
+_TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
