@@ -100,3 +100,15 @@ def test_queued_entries_are_not_tracked_by_the_garbage_collector():
     gc.collect(1)  # ... the next the entry: none reaches the oldest generation, whose growth
     assert not any(gc.is_tracked(entry) for entry in buf._queue)  # triggers full collections
     buf.close()
+
+
+def test_cpu_tensor_values_are_read_when_added():
+    buf = MetricBuffer(lambda entries: None, 60, inline=True)
+    buf.add(3, {"loss": torch.tensor(1.5), "n": torch.tensor([2]), "f": 0.5})
+    ((step, _, keys, values),) = buf._queue
+    assert (step, keys, values) == (3, ("loss", "n", "f"), (1.5, 2, 0.5))
+    with pytest.raises(ValueError, match=r"'v' must be a scalar, got a tensor of shape \(3,\)"):
+        buf.add(4, {"v": torch.ones(3)})
+    with pytest.raises(TypeError, match="'s' must be a number or a scalar tensor, got str"):
+        buf.add(4, {"s": "high"})
+    buf.close()

@@ -6,7 +6,7 @@ same methods on ``torch.distributed``: joining or starting the processes, wrappi
 reducing values, barriers, and how checkpoints are gathered, written and read. They are imported
 only when asked for, and import FSDP, DTensor and distributed checkpointing (with sympy) only when
 they use them: ``import ember`` and choosing a strategy load none of these. (torch.optim itself
-imports torch._dynamo, and with it FSDP and sympy, when a process builds its first optimizer.)
+imports the dynamo compiler, and with it FSDP and sympy, when a process builds its first optimizer.)
 """
 
 from __future__ import annotations
