@@ -172,7 +172,8 @@ class ResultStore:
         entry = self.values.get(name)
         if entry is None:
             entry = self.values[name] = LoggedValue(name, on_step, on_epoch, prog_bar, logger, reduce, sync_dist)
-        if entry.metric is not None or is_metric_object(value):
+        # tensors and numbers first: hasattr() probes on a tensor raise and catch AttributeError (slow)
+        if entry.metric is not None or (not isinstance(value, (torch.Tensor, float, int)) and is_metric_object(value)):
             entry.metric = value
             value = getattr(value, "_forward_cache", None)
             if value is None:
