@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.export.optional import require
 from ember.export.samples import (
     batch_dynamic_shapes,
     eval_mode,
@@ -18,6 +17,7 @@ from ember.export.samples import (
     to_module_device,
 )
 from ember.export.targets import ExportTarget, check_target, write_export
+from ember.optional import require
 
 _USER_DYNAMIC = ("dynamic_shapes", "dynamic_axes")
 

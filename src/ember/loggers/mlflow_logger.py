@@ -39,21 +39,14 @@ from ember.loggers.base import (
     plain_param,
 )
 from ember.loggers.buffer import Entry, MetricBuffer
+from ember.optional import require
 
-_EXTRA = 'MLFlowLogger needs mlflow: pip install "ember[mlflow]"'
 _STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 _MLFLOW_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")
 _PARAM_MAX = 6000  # MLflow's limit on a parameter value's length
 _METRICS_PER_BATCH = 250
 _PARAMS_PER_BATCH = 100
-
-
-def require_mlflow() -> None:
-    try:
-        import mlflow  # noqa: F401
-    except ImportError as err:
-        raise ImportError(_EXTRA) from err
 
 
 class MLFlowLogger(Logger):
@@ -88,7 +81,7 @@ class MLFlowLogger(Logger):
         run_id: str | None = None,
         flush_secs: float = 1.0,
     ) -> None:
-        require_mlflow()
+        require("mlflow", "mlflow", "MLFlowLogger")
         if not isinstance(experiment_name, str) or not experiment_name:
             raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}")
         for arg, value in (

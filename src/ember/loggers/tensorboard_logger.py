@@ -44,16 +44,9 @@ from ember.loggers.base import (
 )
 from ember.loggers.buffer import Entry, MetricBuffer
 from ember.loggers.tfevents import EventFile, purge_event, scalar_records
+from ember.optional import require
 
 _WRITER_KWARGS = ("comment", "purge_step", "max_queue", "filename_suffix")
-_EXTRA = 'TensorBoardLogger needs tensorboard: pip install "ember[tensorboard]"'
-
-
-def require_tensorboard() -> None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError as err:
-        raise ImportError(_EXTRA) from err
 
 
 class TensorBoardLogger(Logger):
@@ -86,7 +79,7 @@ class TensorBoardLogger(Logger):
         default_hp_metric: bool = False,
         **writer_kwargs: Any,
     ) -> None:
-        require_tensorboard()
+        require("tensorboard", "tensorboard", "TensorBoardLogger")
         unknown = sorted(set(writer_kwargs) - set(_WRITER_KWARGS))
         if unknown:
             raise TypeError(

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from ember.engine.events import Events, Priority
+from ember.optional import require
 
 _USAGES = ("epoch_wise", "batch_wise")
-_EXTRA = 'ember.metrics needs torchmetrics: pip install "ember[metrics]"'
 
 
 class NotComputableError(RuntimeError):
@@ -38,10 +38,7 @@ class NotComputableError(RuntimeError):
 
 
 def require_torchmetrics() -> None:
-    try:
-        import torchmetrics  # noqa: F401
-    except ImportError as err:
-        raise ImportError(_EXTRA) from err
+    require("torchmetrics", "metrics", "ember.metrics")
 
 
 def _identity(x: Any) -> Any:

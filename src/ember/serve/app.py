@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.export.optional import require
+from ember.optional import require
 from ember.serve.backends import load_backend
 from ember.serve.batching import DynamicBatcher, QueueFull, ShuttingDown
 from ember.serve.metrics import MetricsMiddleware, ServerMetrics

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ember.export.optional import require
 from ember.export.samples import METADATA_FILE
+from ember.optional import require
 from ember.serve.spec import Outputs, TensorSpec, numpy_dtype, spec_of, tree_map
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit", ".torchscript")
