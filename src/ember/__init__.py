@@ -16,6 +16,6 @@ from ember.engine import Engine, Events
 from ember.module import Module
 from ember.seed import seed_everything
 from ember.trainer import Trainer
+from ember.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Callback", "DataModule", "Engine", "Events", "Module", "Trainer", "__version__", "seed_everything"]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ember.checkpoint.io import CheckpointError, PathLike, load_object, save_object
+from ember.version import __version__
 
 FORMAT_VERSION = 1
 VERSION_KEY = "ember_checkpoint_version"
@@ -76,9 +77,7 @@ def plain_data(obj: Any, where: str = "checkpoint") -> Any:
 
 
 def new_checkpoint() -> dict[str, Any]:
-    import ember
-
-    return {VERSION_KEY: FORMAT_VERSION, "versions": {"ember": str(ember.__version__), "torch": str(torch.__version__)}}
+    return {VERSION_KEY: FORMAT_VERSION, "versions": {"ember": str(__version__), "torch": str(torch.__version__)}}
 
 
 def migrate(checkpoint: dict[str, Any], name: str = "checkpoint") -> dict[str, Any]:

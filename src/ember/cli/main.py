@@ -76,10 +76,10 @@ def build_parser() -> Any:
     """The ``ember`` argument parser with one subcommand per Trainer entry point."""
     from jsonargparse import ArgumentParser
 
-    import ember
+    from ember.version import __version__
 
     parser = ArgumentParser(prog="ember", description="Ember: train, evaluate and predict with PyTorch models.", exit_on_error=False)
-    parser.add_argument("--version", action="version", version=f"ember {ember.__version__}")
+    parser.add_argument("--version", action="version", version=f"ember {__version__}")
     subcommands = parser.add_subcommands(dest="subcommand", required=True)
     for name in SUBCOMMANDS:
         subcommands.add_subcommand(name, _stage_parser(name), help=SUBCOMMANDS[name])

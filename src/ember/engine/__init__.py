@@ -11,6 +11,7 @@ from ember.engine.events import (
     EventsList,
     Priority,
     RemovableEventHandle,
+    priority_order,
 )
 from ember.engine.state import State
 
@@ -23,4 +24,5 @@ __all__ = [
     "Priority",
     "RemovableEventHandle",
     "State",
+    "priority_order",
 ]

@@ -18,12 +18,11 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ember.engine.engine import Engine
-
-EventFilter = Callable[["Engine", int], bool]
+#: ``(engine, count) -> bool``: whether a handler runs at this firing (the engine is passed as ``Any``:
+#: this module is the engine's vocabulary and knows nothing of the engine itself)
+EventFilter = Callable[[Any, int], bool]
 
 
 class Priority(IntEnum):
@@ -42,6 +41,12 @@ class Priority(IntEnum):
     TRAINER_LAST = -1000
 
 
+def priority_order(priority: int, position: int) -> tuple[int, int]:
+    """The sort key of everything ordered by :class:`Priority` (engine handlers, Trainer callbacks):
+    higher priority first, then the order in which they were added."""
+    return (-int(priority), position)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
@@ -49,7 +54,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def _every_filter(every: int) -> EventFilter:
-    def every_filter(engine: Engine, count: int) -> bool:
+    def every_filter(engine: Any, count: int) -> bool:
         return count % every == 0
 
     return every_filter
@@ -59,7 +64,7 @@ def _once_filter(once: int | Iterable[int]) -> EventFilter:
     if isinstance(once, int):
         target = _positive_int("once", once)
 
-        def once_filter(engine: Engine, count: int) -> bool:
+        def once_filter(engine: Any, count: int) -> bool:
             return count == target
 
         return once_filter
@@ -67,7 +72,7 @@ def _once_filter(once: int | Iterable[int]) -> EventFilter:
     if not targets:
         raise ValueError("`once` must be a positive integer or a non-empty list of them, got []")
 
-    def once_any_filter(engine: Engine, count: int) -> bool:
+    def once_any_filter(engine: Any, count: int) -> bool:
         return count in targets
 
     return once_any_filter
@@ -78,7 +83,7 @@ def _window_filter(before: int | None, after: int | None, every: int | None) -> 
     hi = None if before is None else before
     step = 1 if every is None else every
 
-    def window_filter(engine: Engine, count: int) -> bool:
+    def window_filter(engine: Any, count: int) -> bool:
         return count > lo and (hi is None or count < hi) and count % step == 0
 
     return window_filter
@@ -232,21 +237,27 @@ class EventsList:
         return " | ".join(repr(e) for e in self._events)
 
 
+class HandlerOwner(Protocol):
+    """What a :class:`RemovableEventHandle` detaches its handler from (an engine's handler table)."""
+
+    def remove_handle(self, event: Any, handle: RemovableEventHandle) -> None: ...
+
+
 class RemovableEventHandle:
     """Returned by ``add_event_handler``; ``remove()`` (or leaving its ``with`` block) detaches it."""
 
-    def __init__(self, engine: Engine, handler: Callable, events: list[Any]) -> None:
-        self._engine = weakref.ref(engine)
+    def __init__(self, owner: HandlerOwner, handler: Callable, events: list[Any]) -> None:
+        self._owner = weakref.ref(owner)
         self.handler = handler
         self.events = events
 
     def remove(self) -> None:
         """Detach the handler from every event it was added for; removing twice is harmless."""
-        engine = self._engine()
-        if engine is None:
+        owner = self._owner()
+        if owner is None:
             return
         for event in self.events:
-            engine._remove_entry(event, self)
+            owner.remove_handle(event, self)
 
     def __enter__(self) -> RemovableEventHandle:
         return self
