@@ -20,7 +20,7 @@ import torch
 from dist_common import GLOBAL_BATCH, make_model, reference, train_loader, trainer_options, val_loader
 
 import ember
-from ember.runtime.launcher import free_port, threads_per_process
+from ember.distributed.cluster import free_port, threads_per_process
 
 HERE = Path(__file__).resolve().parent
 JOB = str(HERE / "dist_job.py")

@@ -16,9 +16,12 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 
 import ember
 import ember.distributed as edist
+import ember.runtime.strategy
 from ember.distributed import ShardedSampler, distribute_loader
-from ember.runtime import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
-from ember.runtime.launcher import ScriptLauncher, SpawnLauncher, detect_cluster, first_slurm_host
+from ember.distributed.cluster import detect_cluster, first_slurm_host
+from ember.runtime import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, resolve_strategy
+from ember.runtime.accelerator import parse_devices
+from ember.runtime.launcher import ScriptLauncher, SpawnLauncher
 
 TORCHRUN_RANK1 = {
     "RANK": "1",
@@ -110,6 +113,53 @@ def test_strategy_options_are_checked():
         FSDPStrategy(state_dict_type="local")
     with pytest.raises(TypeError, match="auto_wrap_policy"):
         FSDPStrategy(auto_wrap_policy={1})
+
+
+@pytest.mark.parametrize(
+    ("devices", "indices"),
+    [("auto", [0]), (None, [0]), (-1, [0]), ("-1", [0]), (1, [0]), (3, [0, 1, 2]), (" 2 ", [0, 1]), ([0], [0]),
+     ((5,), [0]), ("1,", [0])],
+)  # fmt: skip
+def test_devices_on_the_cpu_are_a_number_of_processes(devices, indices):
+    assert parse_devices("cpu", devices) == ("cpu", indices)
+
+
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [(0, "is not valid"), ("two", "is not valid"), (True, "is not valid"), ([], "is not valid"),
+     ([-1], "is not valid"), (",1", "is not valid"), ("0,0", "lists a device twice"),
+     ("0,1", "on the CPU give the number of processes"), ((0, 1), "on the CPU give the number of processes")],
+)  # fmt: skip
+def test_bad_devices_on_the_cpu(devices, message):
+    with pytest.raises(ValueError, match=f"devices=.*{message}"):
+        parse_devices("cpu", devices)
+
+
+def test_devices_on_gpus_are_indices_checked_against_the_visible_ones(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert parse_devices("auto", "auto") == ("cuda", [0, 1])
+    assert parse_devices("gpu", [1]) == ("cuda", [1])
+    assert parse_devices("cuda", "1,0") == ("cuda", [1, 0])
+    assert parse_devices("cuda", 2) == ("cuda", [0, 1])
+    with pytest.raises(ValueError, match=r"devices=3 asks for CUDA device 2, but 2 are visible"):
+        parse_devices("cuda", 3)
+    with pytest.raises(ValueError, match=r"devices=\[1, 1\] lists a device twice"):
+        parse_devices("cuda", [1, 1])
+
+
+def test_resolve_strategy_without_a_trainer(no_launcher_env):
+    assert resolve_strategy is ember.runtime.resolve_strategy is ember.runtime.strategy.resolve_strategy
+    single = resolve_strategy("auto", "cpu", 1)
+    assert isinstance(single, SingleDeviceStrategy) and single.root_device == torch.device("cpu")
+    assert isinstance(resolve_strategy("auto", "cpu", 2), DDPStrategy)
+    assert isinstance(resolve_strategy("fsdp", "cpu", 2), FSDPStrategy)
+    with pytest.raises(ValueError, match=r"num_nodes=2 needs a distributed strategy, but strategy='single_device'"):
+        resolve_strategy("single_device", "cpu", 1, num_nodes=2)
+    with pytest.raises(ValueError, match=r"num_nodes=0 must be an integer >= 1"):
+        resolve_strategy("auto", "cpu", 1, num_nodes=0)
+    with pytest.raises(TypeError, match=r"sync_batchnorm must be True or False"):
+        resolve_strategy("auto", "cpu", 1, sync_batchnorm=1)
 
 
 def test_slurm_and_generic_launchers_are_read_from_the_environment():

@@ -105,6 +105,43 @@ def test_torchscript_without_file_and_nested_ember_modules() -> None:
     assert type(model.inner) is PlainWrapper
 
 
+def test_torchscript_keeps_ember_modules_jit_lists_beside_a_subclasss_own() -> None:
+    import ember
+
+    class WithNotes(ember.Module):
+        __jit_unused_properties__ = ["summary"]
+        __jit_ignored_attributes__ = ["notes"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = PlainMLP()
+            self.notes = {"source": object()}  # no TorchScript type
+
+        @property
+        def summary(self) -> str:
+            return f"{len(self.notes)} notes"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mlp(x)
+
+    model = WithNotes()
+    x = torch.randn(3, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = to_torchscript(model)
+        traced = to_torchscript(model, method="trace", example_inputs=torch.zeros(2, 6))
+    torch.testing.assert_close(scripted(x), model(x))
+    torch.testing.assert_close(traced(x), model(x))
+    assert type(model) is WithNotes and WithNotes.__jit_unused_properties__ == ["summary"]
+
+
+def test_every_ember_module_property_is_left_uncompiled_by_torchscript() -> None:
+    import ember
+
+    properties = {name for name, value in vars(ember.Module).items() if isinstance(value, property)}
+    assert properties <= set(ember.Module.__jit_unused_properties__)
+
+
 def test_torchscript_argument_errors() -> None:
     with pytest.raises(ValueError, match="method='compile'; choose one of 'script', 'trace'"):
         to_torchscript(PlainMLP(), method="compile")

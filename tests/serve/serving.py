@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import torch
 import uvicorn
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 
@@ -60,6 +62,20 @@ class Recording(nn.Module):
         if self.delay:
             time.sleep(self.delay)
         return self.model(x)
+
+
+def trained_checkpoint(directory: Path, seed: int) -> tuple[Path, Classifier]:
+    """A small Classifier trained for one epoch and its checkpoint ``directory / "clf.ckpt"``."""
+    torch.manual_seed(seed)
+    model = Classifier(hidden=8)
+    data = DataLoader(TensorDataset(torch.randn(16, 3, 4), torch.randint(0, 5, (16,))), batch_size=8)
+    trainer = ember.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=directory,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    trainer.save_checkpoint(directory / "clf.ckpt")
+    return directory / "clf.ckpt", model
 
 
 def seeded_classifier(seed: int = 0) -> Classifier:

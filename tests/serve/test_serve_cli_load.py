@@ -19,10 +19,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving import Classifier, free_port, seeded_classifier
-from torch.utils.data import DataLoader, TensorDataset
+from serving import free_port, seeded_classifier, trained_checkpoint
 
-import ember
 from ember.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -184,15 +182,7 @@ def test_sigterm_during_traffic_answers_every_accepted_request(pt2_server: Ember
 
 
 def test_serve_a_checkpoint_with_the_class_named_on_the_command_line(tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    model = Classifier(hidden=8)
-    data = DataLoader(TensorDataset(torch.randn(16, 3, 4), torch.randint(0, 5, (16,))), batch_size=8)
-    trainer = ember.Trainer(
-        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, data)
-    trainer.save_checkpoint(tmp_path / "clf.ckpt")
+    _, model = trained_checkpoint(tmp_path, seed=5)
     server = EmberServe("clf.ckpt", "--model", "serving.Classifier", "--task", "classification", cwd=tmp_path)
     try:
         x = torch.randn(2, 3, 4)

@@ -10,26 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from serving import Classifier, LiveServer, seeded_classifier
-from torch.utils.data import DataLoader, TensorDataset
+from serving import Classifier, LiveServer, seeded_classifier, trained_checkpoint
 
-import ember
 from ember.serve import create_app
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Classifier]:
-    torch.manual_seed(1)
-    directory = tmp_path_factory.mktemp("ckpt")
-    model = Classifier(hidden=8)
-    data = DataLoader(TensorDataset(torch.randn(16, 3, 4), torch.randint(0, 5, (16,))), batch_size=8)
-    trainer = ember.Trainer(
-        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, default_root_dir=directory,
-    )  # fmt: skip
-    trainer.fit(model, data)
-    trainer.save_checkpoint(directory / "clf.ckpt")
-    return directory / "clf.ckpt", model.eval()
+    path, model = trained_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=1)
+    return path, model.eval()
 
 
 def source_and_reference(

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ember.distributed.cluster import ClusterEnv, detect_cluster, free_port, rank_env, replace_rank, threads_per_process
 from ember.distributed.comms import shutdown
-from ember.runtime.launcher import ClusterEnv, _rank_env, _replace_rank, detect_cluster, free_port, threads_per_process
 
 BACKENDS = ("gloo", "nccl", "mpi")
 
@@ -123,8 +123,8 @@ def _worker(
     timeout: datetime.timedelta,
     threads: int | None,
 ) -> None:
-    me = _replace_rank(cluster, local_rank)
-    os.environ.update(_rank_env(me))
+    me = replace_rank(cluster, local_rank)
+    os.environ.update(rank_env(me))
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)

@@ -138,11 +138,34 @@ def distribute_loader(
     drop_last = bool(loader.drop_last) if training else False
     pad = training or (pad_eval and _uneven_batches(len(sampler), num_replicas, loader.batch_size, loader.drop_last))
     shard = ShardedSampler(sampler, num_replicas, rank, drop_last=drop_last, pad=pad)
+    if type(loader) is DataLoader and (batch_sampler is None or loader.batch_size is not None):
+        return _rebuilt(loader, shard)  # a new loader with the same settings (no iterator of the original shared)
+    # a DataLoader subclass may hold state of its own (and a loader given a BatchSampler of its own has no
+    # batch_size to rebuild from): copy it. DataLoader forbids setting these after
+    # construction only to keep them consistent with each other; they are replaced together here, as a
+    # new DataLoader(...) with this sampler would set them.
     new = copy.copy(loader)
-    new._iterator = None  # a persistent-workers iterator of the original must not be shared
-    # DataLoader forbids setting these after construction only to keep them consistent with each
-    # other; they are replaced together here, as a new DataLoader(...) with this sampler would set them.
     object.__setattr__(new, "sampler", shard)
     if batch_sampler is not None:
         object.__setattr__(new, "batch_sampler", BatchSampler(shard, loader.batch_size, loader.drop_last))
     return new
+
+
+def _rebuilt(loader: DataLoader, sampler: Sampler) -> DataLoader:
+    """``DataLoader(...)`` with ``loader``'s public settings and ``sampler`` (batched as ``loader`` was)."""
+    kwargs: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": loader.generator,
+        "persistent_workers": loader.persistent_workers,
+        "pin_memory_device": loader.pin_memory_device,
+    }
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    if hasattr(loader, "in_order"):  # torch >= 2.6
+        kwargs["in_order"] = loader.in_order
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last, **kwargs)

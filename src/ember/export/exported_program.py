@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -57,16 +59,8 @@ def to_exported_program(
     if dynamic:
         args, sample_kwargs = expand_batch(args), expand_batch(sample_kwargs)
         kwargs["dynamic_shapes"] = batch_dynamic_shapes(module, args, sample_kwargs)
-    with eval_mode(module):
-        try:
-            program = torch.export.export(module, args, sample_kwargs or None, strict=strict, **kwargs)
-        except Exception as err:
-            if dynamic and "batch" in str(err):
-                raise RuntimeError(
-                    f"exporting {type(module).__name__} with a dynamic batch axis failed; if the model only works "
-                    f"with one batch size, pass dynamic_batch=False. torch.export said: {err}"
-                ) from err
-            raise
+    with eval_mode(module), explain_batch_failure(dynamic, type(module).__name__, "torch.export"):
+        program = torch.export.export(module, args, sample_kwargs or None, strict=strict, **kwargs)
     if file_path is not None:
         # With the caller's own dynamic_shapes Ember cannot tell which axes vary; a server reads the graph.
         inputs = None if user_shapes else describe_inputs(args, sample_kwargs, dynamic_batch=dynamic)
@@ -75,3 +69,22 @@ def to_exported_program(
             file_path, "model.pt2", lambda path: torch.export.save(program, path, extra_files={METADATA_FILE: metadata})
         )
     return program
+
+
+@contextlib.contextmanager
+def explain_batch_failure(dynamic: bool, subject: str, exporter: str) -> Iterator[None]:
+    """Re-raise an export error that mentions the batch axis with what to do about it.
+
+    ``torch.export`` (also under the ONNX exporter) fails when a model works with one batch size only;
+    with ``dynamic`` (a dynamic batch axis was asked for) such an error becomes a ``RuntimeError``
+    naming ``subject`` (what was exported) and suggesting ``dynamic_batch=False``.
+    """
+    try:
+        yield
+    except Exception as err:
+        if dynamic and "batch" in str(err):
+            raise RuntimeError(
+                f"exporting {subject} with a dynamic batch axis failed; if the model only works "
+                f"with one batch size, pass dynamic_batch=False. {exporter} said: {err}"
+            ) from err
+        raise

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.export.exported_program import explain_batch_failure
 from ember.export.samples import (
     batch_dynamic_shapes,
     eval_mode,
@@ -70,16 +71,8 @@ def to_onnx(
 
     def write(path: str) -> None:
         nonlocal program
-        with eval_mode(module):
-            try:
-                program = torch.onnx.export(module, args, path, kwargs=sample_kwargs or None, **options)
-            except Exception as err:
-                if dynamic and "batch" in str(err):
-                    raise RuntimeError(
-                        f"exporting {type(module).__name__} to ONNX with a dynamic batch axis failed; if the model "
-                        f"only works with one batch size, pass dynamic_batch=False. The exporter said: {err}"
-                    ) from err
-                raise
+        with eval_mode(module), explain_batch_failure(dynamic, f"{type(module).__name__} to ONNX", "The exporter"):
+            program = torch.onnx.export(module, args, path, kwargs=sample_kwargs or None, **options)
 
     write_export(file_path, "model.onnx", write)
     return program

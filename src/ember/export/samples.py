@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ember.runtime.precision import apply_to_tensors
+from ember.tree import tree_any, tree_map
 
 #: Name of the JSON metadata Ember stores inside ``.pt2`` and TorchScript archives.
 METADATA_FILE = "ember.json"
@@ -30,7 +31,7 @@ def resolve_input_sample(module: nn.Module, input_sample: Any, argument: str = "
             f"{argument} is required: {type(module).__name__} has no example_input_array. Pass {argument}= "
             f"(e.g. torch.zeros(1, 3, 32, 32)) or set self.example_input_array in __init__"
         )
-    if not _has_tensor(input_sample):
+    if not tree_any(lambda leaf: isinstance(leaf, torch.Tensor), input_sample):
         raise TypeError(
             f"{argument} must be a tensor, a tuple/list of arguments or a dict of keyword arguments "
             f"containing at least one tensor; got {type(input_sample).__name__}"
@@ -84,32 +85,24 @@ def split_args(sample: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 def expand_batch(value: Any, size: int = 2) -> Any:
     """Repeat batch-1 tensors to ``size`` rows: ``torch.export`` specialises a batch of 1 to a constant."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() >= 1 and value.shape[0] == 1:
-            return value.repeat(size, *([1] * (value.dim() - 1)))
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(expand_batch(v, size) for v in value)
-    if isinstance(value, dict):
-        return {k: expand_batch(v, size) for k, v in value.items()}
-    return value
+
+    def expand(leaf: Any) -> Any:
+        if isinstance(leaf, torch.Tensor) and leaf.dim() >= 1 and leaf.shape[0] == 1:
+            return leaf.repeat(size, *([1] * (leaf.dim() - 1)))
+        return leaf
+
+    return tree_map(expand, value)
 
 
 def batch_dynamic_shapes(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """``dynamic_shapes`` marking dimension 0 of every tensor argument as one shared ``batch`` axis."""
     batch = torch.export.Dim("batch")
     bound = inspect.signature(module.forward).bind(*args, **kwargs)
-    return {name: _batch_spec(value, batch) for name, value in bound.arguments.items()}
 
+    def spec(leaf: Any) -> Any:
+        return {0: batch} if isinstance(leaf, torch.Tensor) and leaf.dim() >= 1 else None
 
-def _batch_spec(value: Any, batch: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return {0: batch} if value.dim() >= 1 else None
-    if isinstance(value, (tuple, list)):
-        return type(value)(_batch_spec(v, batch) for v in value)
-    if isinstance(value, dict):
-        return {k: _batch_spec(v, batch) for k, v in value.items()}
-    return None
+    return {name: tree_map(spec, value) for name, value in bound.arguments.items()}
 
 
 def describe_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_batch: bool) -> dict[str, Any] | None:
@@ -125,13 +118,3 @@ def describe_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_batch
         "dtype": str(x.dtype).removeprefix("torch."),
         "batch": None if dynamic_batch else int(x.shape[0]),
     }
-
-
-def _has_tensor(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, (tuple, list)):
-        return any(_has_tensor(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_tensor(v) for v in value.values())
-    return False

@@ -7,6 +7,7 @@ need it. New code should prefer :func:`ember.export.to_exported_program` (``.pt2
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -72,19 +73,23 @@ def to_torchscript(
     return compiled
 
 
+#: TorchScript's documented class attributes: properties it must not compile, attributes it must not type
+_JIT_LISTS = ("__jit_unused_properties__", "__jit_ignored_attributes__")
+
+
 @contextlib.contextmanager
 def _jit_compatible(module: nn.Module) -> Iterator[None]:
-    """Let TorchScript see ``ember.Module`` instances without the training-only parts.
+    """Let TorchScript honour every ``__jit_unused_properties__`` / ``__jit_ignored_attributes__``
+    that a submodule's classes declare.
 
-    ``ember.Module`` has properties that raise outside a Trainer (``trainer``) and attributes typed
-    ``Any`` (``example_input_array``), which ``torch.jit`` tries to compile or probes with
-    ``hasattr``. For the duration of the export each instance gets a same-named subclass that marks
-    them as unused/ignored (TorchScript's documented ``__jit_unused_properties__`` /
-    ``__jit_ignored_attributes__``); the original classes are restored afterwards.
+    TorchScript reads each list from the module's class only (a subclass's own list hides its bases'),
+    skips an ignored property only when that class itself defines it, and probes every attribute with
+    ``hasattr`` when tracing (``ember.Module.trainer`` raises outside a Trainer). For the duration of the
+    export each such instance gets a same-named subclass carrying the lists merged along its bases and
+    its ignored properties, each reading as absent (``AttributeError``) when it cannot be read; the
+    original classes are restored afterwards.
     """
-    from ember.module import Module
-
-    swapped = [(m, type(m)) for m in module.modules() if isinstance(m, Module)]
+    swapped = [(m, type(m)) for m in module.modules() if _jit_view(type(m)) is not type(m)]
     try:
         for instance, cls in swapped:
             instance.__class__ = _jit_view(cls)
@@ -98,22 +103,42 @@ _JIT_VIEWS: dict[type, type] = {}
 
 
 def _jit_view(cls: type) -> type:
+    """``cls`` as TorchScript should see it: ``cls`` itself when it already declares everything."""
     view = _JIT_VIEWS.get(cls)
     if view is None:
-        from ember.module import Module
-
-        base_properties = [name for name, value in vars(Module).items() if isinstance(value, property)]
-        ignored = [*Module.__annotations__, "_hparams", "_log_hyperparams"]
-        view = type(
-            cls.__name__,
-            (cls,),
-            {
-                "__module__": cls.__module__,
-                "__qualname__": cls.__qualname__,
-                "__jit_unused_properties__": [*getattr(cls, "__jit_unused_properties__", []), *base_properties],
-                "__jit_ignored_attributes__": [*getattr(cls, "__jit_ignored_attributes__", []), *ignored],
-                "trainer": property(lambda self: self._trainer),
-            },
-        )
-        _JIT_VIEWS[cls] = view
+        view = _JIT_VIEWS[cls] = _make_jit_view(cls)
     return view
+
+
+def _make_jit_view(cls: type) -> type:
+    lists = {attribute: _merged_along_bases(cls, attribute) for attribute in _JIT_LISTS}
+    ignored_properties = {
+        name: _absent_when_unreadable(name, value)
+        for name in lists["__jit_ignored_attributes__"]
+        if isinstance(value := inspect.getattr_static(cls, name, None), property)
+    }
+    if not ignored_properties and all(list(getattr(cls, key, [])) == names for key, names in lists.items()):
+        return cls  # TorchScript sees everything as declared already
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, **lists, **ignored_properties}
+    return type(cls.__name__, (cls,), namespace)
+
+
+def _absent_when_unreadable(name: str, prop: property) -> property:
+    """``prop``, raising ``AttributeError`` where it raises anything else (what ``hasattr`` expects)."""
+    getter = prop.fget
+
+    def get(self: Any) -> Any:
+        try:
+            return getter(self)
+        except Exception as err:
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be read while exporting: {err}") from err
+
+    return property(get, prop.fset, prop.fdel, prop.__doc__)
+
+
+def _merged_along_bases(cls: type, attribute: str) -> list[str]:
+    """The names that ``cls`` and its bases list in ``attribute``, each once, the class's own first."""
+    names: dict[str, None] = {}
+    for base in cls.__mro__:
+        names.update(dict.fromkeys(vars(base).get(attribute, ())))
+    return list(names)

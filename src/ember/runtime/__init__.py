@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from ember.runtime.accelerator import resolve_device
+from ember.runtime.base import Strategy
+from ember.runtime.factory import resolve_strategy
 from ember.runtime.precision import Precision, resolve_precision
-from ember.runtime.strategy import SingleDeviceStrategy, Strategy, resolve_strategy
+from ember.runtime.single_device import SingleDeviceStrategy
 
 _LAZY = {
     "DDPStrategy": "ember.runtime.ddp",
@@ -29,7 +30,6 @@ __all__ = [
     "Precision",
     "SingleDeviceStrategy",
     "Strategy",
-    "resolve_device",
     "resolve_precision",
     "resolve_strategy",
 ]

@@ -22,6 +22,10 @@ def resolve_accelerator(accelerator: str) -> str:
     return "cpu" if accelerator == "cpu" else "cuda"
 
 
+#: ``devices`` values that mean every visible GPU (one process on the CPU)
+ALL_DEVICES = ("auto", None, -1, "-1")
+
+
 def parse_devices(accelerator: str, devices: Any) -> tuple[str, list[int]]:
     """The device type and the local device indices asked for: one process per index.
 
@@ -32,32 +36,27 @@ def parse_devices(accelerator: str, devices: Any) -> tuple[str, list[int]]:
     """
     device_type = resolve_accelerator(accelerator)
     available = torch.cuda.device_count() if device_type == "cuda" else None
-    if devices == "auto" or devices is None:
+    if devices in ALL_DEVICES:
         return device_type, (list(range(available)) if available else [0])
-    if devices in (-1, "-1"):
-        return device_type, (list(range(available)) if available else [0])
-    indices: list[int] | None = None  # None: not understood
+    count = _device_count(devices)
+    indices = list(range(count)) if count is not None else _listed_indices(devices, device_type)
+    if available is not None and max(indices) >= available:
+        raise ValueError(f"devices={devices!r} asks for CUDA device {max(indices)}, but {available} are visible")
+    return device_type, indices
+
+
+def _device_count(devices: Any) -> int | None:
+    """The count in ``2`` or ``"2"``; None when ``devices`` is not a positive count."""
     if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
-        indices = list(range(devices))
-    elif isinstance(devices, str) and devices.strip().isdigit() and int(devices) >= 1:
-        indices = list(range(int(devices)))
-    elif (
-        isinstance(devices, str)
-        and devices.strip().rstrip(",")
-        and all(p.strip().isdigit() for p in devices.strip().rstrip(",").split(","))
-        and "," in devices
-    ):
-        indices = [int(p) for p in devices.strip().rstrip(",").split(",")]
-        if device_type == "cpu" and len(indices) == 1:
-            indices = [0]
-    elif (
-        isinstance(devices, (list, tuple))
-        and devices
-        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
-    ):
-        indices = list(devices)
-        if device_type == "cpu" and len(indices) == 1:
-            indices = [0]
+        return devices
+    if isinstance(devices, str) and devices.strip().isdigit() and int(devices) >= 1:
+        return int(devices)
+    return None
+
+
+def _listed_indices(devices: Any, device_type: str) -> list[int]:
+    """The indices in ``[0, 1]`` or ``"0,1"``; on the CPU a list may name one device only (it is device 0)."""
+    indices = _index_list(devices)
     if indices is None:
         raise ValueError(
             f"devices={devices!r} is not valid; use a positive count (2), a list of GPU indices ([0, 1] or '0,1'), "
@@ -65,21 +64,24 @@ def parse_devices(accelerator: str, devices: Any) -> tuple[str, list[int]]:
         )
     if len(set(indices)) != len(indices):
         raise ValueError(f"devices={devices!r} lists a device twice")
-    if (
-        device_type == "cpu"
-        and isinstance(devices, (list, tuple, str))
-        and not (isinstance(devices, str) and devices.strip().isdigit())
-        and len(indices) > 1
-    ):
-        raise ValueError(f"devices={devices!r}: on the CPU give the number of processes (devices=2), not a list")
-    if available is not None and max(indices) >= available:
-        raise ValueError(f"devices={devices!r} asks for CUDA device {max(indices)}, but {available} are visible")
-    return device_type, indices
-
-
-def resolve_device(accelerator: str, devices: Any) -> torch.device:
-    """The one device of a single-process run (the first of ``devices``)."""
-    device_type, indices = parse_devices(accelerator, devices)
     if device_type == "cpu":
-        return torch.device("cpu")
-    return torch.device("cuda", indices[0] if indices else 0)
+        if len(indices) > 1:
+            raise ValueError(f"devices={devices!r}: on the CPU give the number of processes (devices=2), not a list")
+        return [0]
+    return indices
+
+
+def _index_list(devices: Any) -> list[int] | None:
+    """The indices of a list (``[0, 1]``) or a comma-separated string (``"0,1"``, ``"1,"``); None otherwise."""
+    if isinstance(devices, str):
+        parts = devices.strip().rstrip(",")
+        if "," in devices and parts and all(p.strip().isdigit() for p in parts.split(",")):
+            return [int(p) for p in parts.split(",")]
+        return None
+    if (
+        isinstance(devices, (list, tuple))
+        and devices
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
+    ):
+        return list(devices)
+    return None

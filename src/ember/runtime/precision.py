@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from ember.tree import tree_map
 
 _ALIASES: dict[Any, str] = {
     "32-true": "32-true",
@@ -27,7 +28,9 @@ PRECISION_CHOICES = ("32-true", "16-mixed", "bf16-mixed", "64-true", 32, 16, "bf
 def resolve_precision(value: Any) -> str:
     """Normalise a user's ``precision`` to one of the canonical names, or raise ``ValueError``."""
     if isinstance(value, bool) or value not in _ALIASES:
-        raise ValueError(f"precision={value!r} is not supported; choose one of {', '.join(map(repr, PRECISION_CHOICES))}")
+        raise ValueError(
+            f"precision={value!r} is not supported; choose one of {', '.join(map(repr, PRECISION_CHOICES))}"
+        )
     return _ALIASES[value]
 
 
@@ -45,18 +48,9 @@ class Precision:
         if self.name == "16-mixed":
             self.scaler = torch.amp.GradScaler(device.type)
 
-    @property
-    def is_mixed(self) -> bool:
-        return self.autocast_dtype is not None
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context that the forward pass (``*_step``) runs in."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def wrap(self, fn: Callable) -> Callable:
-        """``fn`` run under :meth:`autocast`; ``fn`` itself when there is nothing to do."""
+        """``fn`` run under ``torch.autocast`` (the forward pass, ``*_step``); ``fn`` itself when there is
+        nothing to do."""
         if self.autocast_dtype is None:
             return fn
         device_type, dtype = self.device.type, self.autocast_dtype
@@ -86,15 +80,15 @@ class Precision:
 
 
 def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """Apply ``fn`` to every tensor inside nested lists, tuples (named too) and dicts."""
-    if isinstance(data, torch.Tensor):
-        return fn(data)
-    if isinstance(data, dict):
-        return type(data)((k, apply_to_tensors(v, fn)) for k, v in data.items())
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(apply_to_tensors(v, fn) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(apply_to_tensors(v, fn) for v in data)
-    if hasattr(data, "to") and callable(data.to) and not isinstance(data, type):
-        return fn(data)  # objects with a .to(), e.g. torch_geometric-style batches
-    return data
+    """Apply ``fn`` to every tensor inside nested lists, tuples (named too) and dicts.
+
+    Objects with a ``.to()`` method (e.g. torch_geometric-style batches) are passed to ``fn`` too;
+    other leaves are returned as they are.
+    """
+    return tree_map(lambda leaf: fn(leaf) if _movable(leaf) else leaf, data)
+
+
+def _movable(leaf: Any) -> bool:
+    if isinstance(leaf, torch.Tensor):
+        return True
+    return hasattr(leaf, "to") and callable(leaf.to) and not isinstance(leaf, type)

@@ -20,7 +20,8 @@ from torch import nn
 
 from ember.export.samples import METADATA_FILE
 from ember.optional import require
-from ember.serve.spec import Outputs, TensorSpec, numpy_dtype, spec_of, tree_map
+from ember.serve.spec import Outputs, TensorSpec, numpy_dtype, spec_of
+from ember.tree import tree_map
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit", ".torchscript")
 ONNX_TYPES = {

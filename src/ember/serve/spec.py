@@ -1,16 +1,18 @@
 """What a served model expects and returns: per-sample shapes and dtypes, and the output tree helpers.
 
 Outputs are a tree of numpy arrays (an array, a tuple/list of them, or a dict of them), every leaf
-batched along axis 0. The helpers here slice, join and describe such trees.
+batched along axis 0. The helpers here slice, join and describe such trees (walked with :mod:`ember.tree`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
+
+from ember.tree import tree_leaves, tree_map
 
 Outputs: TypeAlias = "np.ndarray | tuple[Any, ...] | list[Any] | dict[str, Any]"
 
@@ -63,26 +65,9 @@ def numpy_dtype(dtype: Any) -> np.dtype:
     return np.dtype(dtype)
 
 
-def tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
-    """Apply ``fn`` to every leaf of a tuple/list/dict tree."""
-    if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(tree_map(fn, v) for v in tree)
-    return fn(tree)
-
-
-def leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in leaves(v)]
-    if isinstance(tree, (tuple, list)):
-        return [leaf for v in tree for leaf in leaves(v)]
-    return [tree]
-
-
 def check_batched(tree: Any, size: int) -> None:
     """Raise ``ValueError`` unless every leaf is an array whose axis 0 has ``size`` rows."""
-    for leaf in leaves(tree):
+    for leaf in tree_leaves(tree):
         if not isinstance(leaf, np.ndarray) or leaf.ndim == 0 or leaf.shape[0] != size:
             shape = getattr(leaf, "shape", type(leaf).__name__)
             raise ValueError(f"the model returned {shape} for a batch of {size}; every output needs a batch axis")

@@ -1,8 +1,8 @@
 """Turning a request body into a model-ready numpy batch, or a 4xx that says what was expected.
 
-Everything a client can send is checked here, before it reaches the model: the JSON itself, the
-``inputs`` field, non-numbers, ragged nesting, shape and dtype against the model's ``TensorSpec``,
-NaN/infinity and values out of the dtype's range.
+Everything a client can send is checked here, before it reaches the model: the body's size, the
+JSON itself, the ``inputs`` field, non-numbers, ragged nesting, shape and dtype against the model's
+``TensorSpec``, NaN/infinity and values out of the dtype's range.
 """
 
 from __future__ import annotations
@@ -49,6 +49,23 @@ def parse_inputs(body: bytes) -> Any:
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InvalidInput(422, 'the body must be a JSON object with an "inputs" field: {"inputs": [...]}')
     return payload["inputs"]
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The body of an HTTP request (a Starlette ``Request``), refused with 413 when it exceeds ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise InvalidInput(400, f"invalid Content-Length header {length!r}")
+        if int(length) > limit:
+            raise InvalidInput(413, f"the request body has {int(length)} bytes; this server accepts at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput(413, f"the request body exceeds {limit} bytes, the most this server accepts")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def to_batch(

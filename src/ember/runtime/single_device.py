@@ -1,0 +1,28 @@
+"""``SingleDeviceStrategy``: one process on one device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ember.runtime.base import Strategy
+
+
+class SingleDeviceStrategy(Strategy):
+    """One process, one device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.root_device = device
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(self.root_device)
+
+    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        return tensor
+
+    def barrier(self, name: str | None = None) -> None:
+        return None
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
