@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.checkpoint.monitor import check_mode, improves
 from ember.engine.events import Priority
 
 
@@ -37,8 +38,7 @@ class EarlyStopping(Callback):
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be the name of a logged metric, got {monitor!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode={mode!r}; choose 'min' or 'max'")
+        check_mode(mode)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience={patience!r} must be a non-negative integer")
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)):
@@ -62,24 +62,19 @@ class EarlyStopping(Callback):
     def state_key(self) -> str:
         return f"EarlyStopping{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
 
-    def _better(self, current: float, reference: float) -> bool:
-        if self.mode == "min":
-            return current < reference
-        return current > reference
-
     def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
         if self._at_epoch_end(trainer):
             self._check(trainer)
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
-        if trainer.sanity_checking or not getattr(trainer, "_fitting", False) or self._at_epoch_end(trainer):
+        if trainer.sanity_checking or not trainer.fitting or self._at_epoch_end(trainer):
             return
         self._check(trainer)
 
     def _at_epoch_end(self, trainer: Any) -> bool:
         if self.check_on_train_epoch_end is not None:
             return self.check_on_train_epoch_end
-        return getattr(trainer, "_val_check_batch", None) is None
+        return trainer.val_check_batch is None
 
     def _check(self, trainer: Any) -> None:
         metrics = trainer.callback_metrics
@@ -104,13 +99,13 @@ class EarlyStopping(Callback):
         if self.check_finite and not math.isfinite(current):
             return True, f"{self.monitor}={current} is not finite; stopping (best was {best:.6g})"
         if self.stopping_threshold is not None and (
-            self._better(current, self.stopping_threshold) or current == self.stopping_threshold
+            improves(current, self.stopping_threshold, self.mode) or current == self.stopping_threshold
         ):
             return True, f"{self.monitor}={current:.6g} reached stopping_threshold={self.stopping_threshold}"
-        if self.divergence_threshold is not None and self._better(-current, -self.divergence_threshold):
+        # diverged: the threshold itself is better than the current value
+        if self.divergence_threshold is not None and improves(self.divergence_threshold, current, self.mode):
             return True, f"{self.monitor}={current:.6g} passed divergence_threshold={self.divergence_threshold}"
-        reference = best - self.min_delta if self.mode == "min" else best + self.min_delta
-        if self._better(current, reference):
+        if improves(current, best, self.mode, self.min_delta):
             self.best_score = torch.tensor(current)
             self.wait_count = 0
             return False, None

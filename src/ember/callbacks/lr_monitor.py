@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.loggers.send import send_metrics
 
 _INTERVALS = (None, "step", "epoch")
 
@@ -52,7 +53,7 @@ class LearningRateMonitor(Callback):
         if self.logging_interval != "step":
             stats = self._stats("epoch" if self.logging_interval is None else "any")
             if stats:
-                _send(trainer, stats, trainer.global_step)
+                send_metrics(trainer.loggers, stats, trainer.global_step)
 
     def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
         if self.logging_interval != "epoch" and trainer.train_engine.state.iteration % trainer.log_every_n_steps == 0:
@@ -61,7 +62,7 @@ class LearningRateMonitor(Callback):
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         # written here, after the optimizer step, so the rate a batch used is logged at that batch's step
         if self._pending:
-            _send(trainer, self._pending, trainer.global_step)
+            send_metrics(trainer.loggers, self._pending, trainer.global_step)
         self._pending = None
 
     def _stats(self, interval: str) -> dict[str, Any]:
@@ -95,14 +96,3 @@ class LearningRateMonitor(Callback):
             seen[name] = count + 1
             out.append((optimizer, name if count == 0 else f"{name}-{count}", interval))
         return out
-
-
-def _send(trainer: Any, stats: dict[str, Any], step: int) -> None:
-    floats = None
-    for logger in trainer.loggers:
-        if getattr(logger, "accepts_tensors", False):
-            logger.log_metrics(stats, step)
-        else:
-            if floats is None:
-                floats = {k: float(v) for k, v in stats.items()}
-            logger.log_metrics(floats, step)

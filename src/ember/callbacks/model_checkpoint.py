@@ -96,7 +96,6 @@ class ModelCheckpoint(Callback):
         self.current_score: torch.Tensor | None = None
         self._last_step_saved = -1
         self._last_time = time.monotonic()
-        self._dropping: list[str] = []
 
     @staticmethod
     def _seconds(interval: Any) -> float | None:
@@ -137,7 +136,7 @@ class ModelCheckpoint(Callback):
             self._save(trainer)
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
-        if trainer.sanity_checking or not getattr(trainer, "_fitting", False) or self._save_at_epoch_end(trainer):
+        if trainer.sanity_checking or not trainer.fitting or self._save_at_epoch_end(trainer):
             return
         if self.every_n_train_steps is None and self.train_time_interval is None:
             self._save(trainer)
@@ -145,7 +144,7 @@ class ModelCheckpoint(Callback):
     def _save_at_epoch_end(self, trainer: Any) -> bool:
         if self.save_on_train_epoch_end is not None:
             return self.save_on_train_epoch_end
-        return getattr(trainer, "_val_check_batch", None) is None  # validation only at epoch ends
+        return trainer.val_check_batch is None  # validation only at epoch ends
 
     def _epoch_due(self, trainer: Any) -> bool:
         return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -169,19 +168,8 @@ class ModelCheckpoint(Callback):
         step = trainer.global_step
         if step == self._last_step_saved:
             return
-        metrics = dict(trainer.callback_metrics)
-        metrics.setdefault("epoch", trainer.current_epoch)
-        metrics["epoch"] = trainer.current_epoch
-        metrics["step"] = step
-        if self.monitor is not None:
-            if self.monitor not in metrics:
-                raise ValueError(
-                    f"ModelCheckpoint(monitor={self.monitor!r}) found no such logged metric; logged metrics are: "
-                    f"{sorted(k for k in metrics if k not in ('epoch', 'step'))}"
-                )
-            score = float(metrics[self.monitor])
-        else:
-            score = float(step)
+        metrics = self._metrics(trainer)
+        score = self._score(metrics)
         self.current_score = torch.tensor(score)
         self._last_step_saved = step
         self._last_time = time.monotonic()
@@ -193,44 +181,78 @@ class ModelCheckpoint(Callback):
             top = trainer.strategy.broadcast(top)
         if not top and not self.save_last:
             return
-        # Book the new file before dumping: the checkpoint then knows the file it is written to (and
-        # which files it displaces), so a run resumed from it keeps pruning exactly the right files.
+        if not trainer.is_global_zero:
+            self._dump(trainer)  # its part of the gathering; rank zero writes
+            return
+        path = None
+        if top:
+            path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
+            if path not in self.topk.saved:
+                path = unique_path(path)
+        self._write_files(trainer, path, score)
+
+    def _metrics(self, trainer: Any) -> dict[str, Any]:
+        """The logged metrics with this moment's ``epoch`` and ``step`` (what file names are filled with)."""
+        metrics = dict(trainer.callback_metrics)
+        metrics["epoch"] = trainer.current_epoch
+        metrics["step"] = trainer.global_step
+        return metrics
+
+    def _score(self, metrics: dict[str, Any]) -> float:
+        """The monitored value that ranks this checkpoint (the step without a monitor: latest is best)."""
+        if self.monitor is None:
+            return float(metrics["step"])
+        if self.monitor not in metrics:
+            raise ValueError(
+                f"ModelCheckpoint(monitor={self.monitor!r}) found no such logged metric; logged metrics are: "
+                f"{sorted(k for k in metrics if k not in ('epoch', 'step'))}"
+            )
+        return float(metrics[self.monitor])
+
+    def _write_files(self, trainer: Any, path: str | None, score: float) -> None:
+        """Dump the trainer's checkpoint into ``path`` (a new top-k file; None: not one) and ``last.ckpt``."""
         before = self._bookkeeping()
-        path = last = None
-        if trainer.is_global_zero:
-            if top:
-                path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
-                if path not in self.topk.saved:
-                    path = unique_path(path)
-                self._dropping = self.topk.add(path, score)
-                best = self.topk.best()
-                self.best_model_path = best or ""
-                self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
-                self.kth_best_model_path = self.topk.worst() or ""
-            if self.save_last:
-                last = self.last_model_path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
-        try:
-            checkpoint = trainer._dump_checkpoint(weights_only=self.save_weights_only)
-            if path is not None:
-                _write(lambda: ckpt_io.save_object(checkpoint, path), path)
-        except BaseException:
-            self._restore_bookkeeping(before)  # nothing was written
-            raise
-        if path is not None:
-            for old in self._dropping:  # only now that their replacement is in place
-                ckpt_io.remove(old)
-            self._dropping = []
+        if self.save_last:
+            self.last_model_path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
+        checkpoint: dict[str, Any] = {}
+
+        def dump_and_write() -> None:
+            # runs with the new file booked: the checkpoint then knows the file it is written to (and
+            # which files it displaces), so a run resumed from it keeps pruning exactly the right files
+            nonlocal checkpoint
+            try:
+                if path is not None:
+                    self._track_best()
+                checkpoint = self._dump(trainer)
+                if path is not None:
+                    _save_file(checkpoint, path)
+            except BaseException:
+                self._restore_bookkeeping(before)  # nothing was written
+                raise
+
+        if path is None:
+            dump_and_write()
+        else:
+            self.topk.save(path, score, dump_and_write)
             if self.verbose:
                 print(f"ModelCheckpoint: saved {path} ({self.monitor or 'step'}={score:.6g})")
-        if last is not None:
-            _write(lambda: ckpt_io.save_object(checkpoint, last), last)
+        if self.save_last:
+            _save_file(checkpoint, self.last_model_path)
+
+    def _dump(self, trainer: Any) -> dict[str, Any]:
+        return trainer.dump_checkpoint(weights_only=self.save_weights_only)
+
+    def _track_best(self) -> None:
+        best = self.topk.best()
+        self.best_model_path = best or ""
+        self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
+        self.kth_best_model_path = self.topk.worst() or ""
 
     def _bookkeeping(self) -> tuple[Any, ...]:
-        return (dict(self.topk.saved), self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path)
+        return (self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path)
 
     def _restore_bookkeeping(self, saved: tuple[Any, ...]) -> None:
-        self.topk.saved, self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path = saved
-        self._dropping = []
+        self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path = saved
 
     # ------------------------------------------------------------------ state
 
@@ -244,7 +266,7 @@ class ModelCheckpoint(Callback):
             "last_model_path": self.last_model_path,
             "kth_best_model_path": self.kth_best_model_path,
             "last_step_saved": self._last_step_saved,
-            "dropping": list(self._dropping),  # out of the top k, deleted once the new file is in place
+            "dropping": list(self.topk.dropping),  # out of the top k, deleted once the new file is in place
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -263,9 +285,9 @@ class ModelCheckpoint(Callback):
                 ckpt_io.remove(old)
 
 
-def _write(action: Any, path: str) -> None:
+def _save_file(checkpoint: dict[str, Any], path: str) -> None:
     try:
-        action()
+        ckpt_io.save_object(checkpoint, path)
     except OSError as err:
         raise OSError(
             err.errno, f"saving checkpoint {path!r} failed: {err.strerror or err}; checkpoints written before are intact"

@@ -93,7 +93,7 @@ class ProgressBar(Callback):
     # evaluation --------------------------------------------------------------------------
     def _eval_start(self, trainer: Any, desc: str) -> None:
         training = self._bar is not None
-        self._eval_bar = self._make(desc, trainer._eval_total_batches, position=1 if training else 0, leave=not training)
+        self._eval_bar = self._make(desc, trainer.eval_total_batches, position=1 if training else 0, leave=not training)
         self._eval_done = 0
         self._eval_next = time.monotonic() + self.interval
 

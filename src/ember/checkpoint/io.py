@@ -36,7 +36,7 @@ class CheckpointError(ValueError):
     """A file is not a loadable Ember checkpoint (truncated, foreign, unsafe or from the future)."""
 
 
-def _is_url(path: PathLike) -> bool:
+def is_url(path: PathLike) -> bool:
     return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
@@ -55,7 +55,7 @@ def _fs(url: str) -> tuple[Any, str]:
 
 def write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to a local path or fsspec URL, all or nothing (see the module docstring)."""
-    if not _is_url(path):
+    if not is_url(path):
         atomic_write_bytes(_local(path), data)
         return
     fs, target = _fs(os.fspath(path))
@@ -76,7 +76,7 @@ def write_bytes(path: PathLike, data: bytes) -> None:
 
 
 def read_bytes(path: PathLike) -> bytes:
-    if not _is_url(path):
+    if not is_url(path):
         return _local(path).read_bytes()
     fs, target = _fs(os.fspath(path))
     with fs.open(target, "rb") as f:
@@ -84,14 +84,14 @@ def read_bytes(path: PathLike) -> bytes:
 
 
 def exists(path: PathLike) -> bool:
-    if not _is_url(path):
+    if not is_url(path):
         return _local(path).exists()
     fs, target = _fs(os.fspath(path))
     return fs.exists(target)
 
 
 def remove(path: PathLike) -> None:
-    if not _is_url(path):
+    if not is_url(path):
         _local(path).unlink(missing_ok=True)
         return
     fs, target = _fs(os.fspath(path))
@@ -134,7 +134,7 @@ def load_object(path: PathLike, map_location: Any = None) -> Any:
     name = os.fspath(path)
     source: Any
     try:
-        if _is_url(path):
+        if is_url(path):
             source = read_bytes(path)
         else:
             local = _local(path)

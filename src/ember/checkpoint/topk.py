@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ember.checkpoint import io as ckpt_io
+from ember.checkpoint.monitor import check_mode, improves
 
 
 class TopK:
@@ -20,14 +22,11 @@ class TopK:
     def __init__(self, k: int, mode: str) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < -1:
             raise ValueError(f"save_top_k/n_saved={k!r} must be -1 (keep all), 0 or a positive integer")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode={mode!r}; choose 'min' or 'max'")
         self.k = k
-        self.mode = mode
+        self.mode = check_mode(mode)
         self.saved: dict[str, float] = {}  # path -> score, insertion order = save order
-
-    def _better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
+        #: booked out of the top k by the save in progress; deleted once the new file is written
+        self.dropping: list[str] = []
 
     def worst(self) -> str | None:
         if not self.saved:
@@ -48,7 +47,7 @@ class TopK:
         if self.k == -1 or len(self.saved) < self.k:
             return True
         worst = self.worst()
-        return worst is not None and self._better(score, self.saved[worst])
+        return worst is not None and improves(score, self.saved[worst], self.mode)
 
     def add(self, path: str, score: float) -> list[str]:
         """Book ``path`` with ``score`` and unbook what falls out of the top k; returns those paths.
@@ -64,17 +63,28 @@ class TopK:
                 dropped.append(worst)
         return dropped
 
-    def save(self, obj: Any, path: str, score: float) -> list[str]:
-        """Write ``obj`` to ``path`` (atomically), then delete what fell out of the top k; returns removed paths."""
+    def save(self, path: str, score: float, write: Callable[[], Any]) -> list[str]:
+        """Book ``path`` with ``score``, call ``write()`` to write it (atomically), then delete what fell
+        out of the top k; returns the deleted paths.
+
+        ``write`` runs with the new bookkeeping in place (:attr:`saved` holds ``path``, :attr:`dropping`
+        the files it displaces), so a checkpoint that stores that bookkeeping knows its own file and a
+        run resumed from it keeps pruning the right ones. If ``write`` raises, nothing is booked.
+
+        Example::
+
+            topk.save(path, score, lambda: ckpt_io.save_object(state, path))
+        """
         before = dict(self.saved)
-        dropped = self.add(path, score)
+        self.dropping = self.add(path, score)
         try:
-            ckpt_io.save_object(obj, path)
+            write()
         except BaseException:
-            self.saved = before
+            self.saved, self.dropping = before, []
             raise
-        for old in dropped:
+        for old in self.dropping:  # only now that their replacement is in place
             ckpt_io.remove(old)
+        dropped, self.dropping = self.dropping, []
         return dropped
 
     def state_dict(self) -> dict[str, Any]:
@@ -84,11 +94,11 @@ class TopK:
         self.saved = {p: float(s) for p, s in state.get("saved", {}).items() if ckpt_io.exists(p)}
 
 
-def unique_path(path: str, taken: set[str] | None = None) -> str:
-    """``path``, or ``path`` with ``-v1``, ``-v2``, ... before the extension if it is already used."""
+def unique_path(path: str) -> str:
+    """``path``, or ``path`` with ``-v1``, ``-v2``, ... before the extension if that file exists."""
     stem, ext = os.path.splitext(path)
     candidate, n = path, 0
-    while ckpt_io.exists(candidate) or (taken is not None and candidate in taken):
+    while ckpt_io.exists(candidate):
         n += 1
         candidate = f"{stem}-v{n}{ext}"
     return candidate

@@ -117,7 +117,8 @@ class Checkpoint:
                 suffix = f"{step}_{suffix}"
         filename = "_".join([*parts, suffix]) + f".{self.ext}"
         payload = next(iter(objects.values())).state_dict() if len(objects) == 1 else {k: o.state_dict() for k, o in objects.items()}
-        self.topk.save(payload, str(self.dirname / filename), priority)
+        path = str(self.dirname / filename)
+        self.topk.save(path, priority, lambda: ckpt_io.save_object(payload, path))
 
     @staticmethod
     def load_objects(to_load: Mapping[str, Any], checkpoint: Any, strict: bool = True) -> None:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ember.checkpoint.monitor import check_mode, improves
 from ember.engine.events import Priority
 
 
@@ -49,8 +50,7 @@ class EarlyStopping:
             raise ValueError(f"threshold/min_delta={threshold!r} must be a non-negative number")
         if threshold_mode not in ("abs", "rel"):
             raise ValueError(f"threshold_mode={threshold_mode!r}; choose 'abs' or 'rel'")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode={mode!r}; choose 'min' or 'max'")
+        check_mode(mode)
         if trainer is not None and not callable(getattr(trainer, "terminate", None)):
             raise TypeError(f"trainer must be an Engine (something with terminate()), got {type(trainer).__name__}")
         self.patience = patience
@@ -64,21 +64,16 @@ class EarlyStopping:
         self.best_score: float | None = None
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
 
-    def _improved(self, score: float, best: float) -> bool:
-        delta = self.threshold * abs(best) if self.threshold_mode == "rel" else self.threshold
-        return score > best + delta if self.mode == "max" else score < best - delta
-
     def __call__(self, engine: Any) -> None:
         score = float(self.score_function(engine))
         if self.best_score is None:
             self.best_score = score
             return
-        if self._improved(score, self.best_score):
+        if improves(score, self.best_score, self.mode, self.threshold, relative=self.threshold_mode == "rel"):
             self.best_score = score
             self.counter = 0
             return
-        better_at_all = score > self.best_score if self.mode == "max" else score < self.best_score
-        if not self.cumulative and better_at_all:
+        if not self.cumulative and improves(score, self.best_score, self.mode):
             self.best_score = score
         self.counter += 1
         self.logger.debug("EarlyStopping: %i / %i", self.counter, self.patience)

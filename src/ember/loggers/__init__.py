@@ -8,6 +8,7 @@ from ember.loggers.base import Logger
 from ember.loggers.csv_logger import CSVLogger
 from ember.loggers.handlers import OptimizerParamsHandler, OutputHandler, global_step_from_engine
 from ember.loggers.mlflow_logger import MLFlowLogger, MLflowLogger
+from ember.loggers.send import send_metrics
 from ember.loggers.tensorboard_logger import TensorBoardLogger, TensorboardLogger
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "TensorBoardLogger",
     "TensorboardLogger",
     "global_step_from_engine",
+    "send_metrics",
 ]

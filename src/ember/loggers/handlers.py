@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ember.loggers.send import send_metrics
+
 _ITERATION_EVENTS = {"ITERATION_STARTED", "ITERATION_COMPLETED", "GET_BATCH_STARTED", "GET_BATCH_COMPLETED"}
 _EPOCH_EVENTS = {"STARTED", "EPOCH_STARTED", "EPOCH_COMPLETED", "COMPLETED"}
 
@@ -26,7 +28,7 @@ def event_step(engine: Any, event_name: Any) -> int:
         return engine.state.iteration
     if key in _EPOCH_EVENTS:
         return engine.state.epoch
-    attr = getattr(engine, "_event_to_attr", {}).get(key, "iteration")  # custom events (register_events)
+    attr = engine.state.event_to_attr.get(key, "iteration")  # custom events: register_events(event_to_attr=)
     return getattr(engine.state, attr)
 
 
@@ -108,7 +110,7 @@ class OutputHandler:
         flat: dict[str, Any] = {}
         _flatten(self.tag, values, flat)
         if flat:
-            logger.log_metrics(flat if getattr(logger, "accepts_tensors", False) else _floats(flat), int(step))
+            send_metrics([logger], flat, int(step))
 
 
 class OptimizerParamsHandler:
@@ -134,9 +136,7 @@ class OptimizerParamsHandler:
             f"{prefix}{self.param_name}/group_{i}": group[self.param_name]
             for i, group in enumerate(self.optimizer.param_groups)
         }
-        logger.log_metrics(
-            values if getattr(logger, "accepts_tensors", False) else _floats(values), event_step(engine, event_name)
-        )
+        send_metrics([logger], values, event_step(engine, event_name))
 
 
 def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
@@ -160,10 +160,3 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
             _flatten(f"{key}/{i}", v, out)
     else:
         warnings.warn(f"{key!r}: a {type(value).__name__} cannot be logged as a scalar; skipped", stacklevel=3)
-
-
-def _floats(values: dict[str, Any]) -> dict[str, float]:
-    from ember.loggers.buffer import to_host
-
-    ((_, _, keys, floats),) = to_host([(0, 0.0, tuple(values), tuple(values.values()))])
-    return dict(zip(keys, floats))

@@ -15,6 +15,7 @@ import yaml
 from ember.io.atomic import atomic_write_text
 from ember.tune.pruning import PruningCallback
 from ember.tune.space import Param, nested_overrides
+from ember.tune.trial import record_run, trial_dir
 
 OVERRIDES_FILE = "overrides.yaml"
 
@@ -71,7 +72,6 @@ class ConfigObjective:
 
     def __call__(self, trial: Any) -> float:
         from ember.cli.main import EmberCLI
-        from ember.tune.study import record_run, trial_dir
 
         values = {name: p.suggest(trial) for name, p in self.space.items()}
         root = trial_dir(trial)

@@ -11,18 +11,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember.module import attach_trainer, attached_trainer
+from ember.tree import tree_map
+
 _MISSING = object()
 
 
 def _cpu_copy(obj: Any) -> Any:
     """A deep copy with every tensor cloned to the CPU (bit for bit)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return type(obj)((k, _cpu_copy(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return copy.deepcopy(obj)
+    return tree_map(_cpu_copy_leaf, obj)
+
+
+def _cpu_copy_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor):
+        return leaf.detach().to("cpu", copy=True)
+    return copy.deepcopy(leaf)
 
 
 class _SavedTensor:
@@ -60,7 +63,7 @@ class Snapshot:
                 owner, _, leaf = name.rpartition(".")
                 self.tensors.append(_SavedTensor(modules[owner], leaf, tensor))
         self.modes = [(m, m.training) for m in model.modules()]
-        self.model_trainer = model.__dict__.get("_trainer", _MISSING)
+        self.model_trainer = attached_trainer(model)
         self.datamodule = datamodule
         self.datamodule_trainer = getattr(datamodule, "trainer", _MISSING) if datamodule is not None else _MISSING
         self.optimizers: dict[int, tuple[Any, Any]] = {}
@@ -83,10 +86,7 @@ class Snapshot:
             saved.restore()
         for module, training in self.modes:
             module.training = training
-        if self.model_trainer is _MISSING:
-            self.model.__dict__.pop("_trainer", None)
-        else:
-            object.__setattr__(self.model, "_trainer", self.model_trainer)
+        attach_trainer(self.model, self.model_trainer)
         if self.datamodule is not None and self.datamodule_trainer is not _MISSING:
             self.datamodule.trainer = self.datamodule_trainer
         for optimizer, state in self.optimizers.values():

@@ -15,6 +15,19 @@ from typing import Any
 
 from ember.tune._deps import import_optuna
 from ember.tune.storage import open_storage, redact, sqlite_url
+from ember.tune.trial import record_run, trial_dir
+
+__all__ = [  # trial_dir and record_run live in ember.tune.trial; named here too, where they always were
+    "DIRECTIONS",
+    "PRUNERS",
+    "SAMPLERS",
+    "TrialResult",
+    "best_result",
+    "optimize",
+    "record_run",
+    "trial_dir",
+    "trial_results",
+]
 
 DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = ("tpe", "random")
@@ -91,30 +104,6 @@ def optimize(
         gc_after_trial=gc_after_trial,
     )
     return study
-
-
-def trial_dir(trial: Any) -> Path:
-    """The directory of ``trial`` inside :func:`optimize`: pass it to ``Trainer(default_root_dir=...)``
-    in a function objective so each trial's logs and checkpoints stay apart."""
-    root = trial.user_attrs.get("root_dir")
-    if root is None:
-        raise ValueError(
-            f"trial {trial.number} has no directory: trial_dir() works for trials run by ember.tune.optimize"
-        )
-    return Path(root)
-
-
-def record_run(trial: Any, trainer: Any) -> None:
-    """Store where ``trainer``'s run left its results as user attrs of ``trial``: ``log_dir``,
-    ``checkpoint_path`` (the best checkpoint, when the trainer has a checkpoint callback),
-    ``epochs``, ``global_step`` and ``params``."""
-    trial.set_user_attr("params", dict(trial.params))
-    trial.set_user_attr("log_dir", str(trainer.log_dir))
-    trial.set_user_attr("epochs", int(trainer.current_epoch))
-    trial.set_user_attr("global_step", int(trainer.global_step))
-    checkpoint = getattr(getattr(trainer, "checkpoint_callback", None), "best_model_path", None)
-    if checkpoint:
-        trial.set_user_attr("checkpoint_path", str(checkpoint))
 
 
 @dataclass
@@ -220,7 +209,7 @@ def _objective(objective_or_config: Any, space: Any, monitor: str) -> Callable[[
         raise ValueError(
             "a config objective needs a search space: space={'model.init_args.lr': {'type': 'float', ...}} or a YAML file"
         )
-    from ember.tune.config_objective import ConfigObjective
+    from ember.tune.config_objective import ConfigObjective  # imports jsonargparse and the CLI when used
     from ember.tune.space import load_space
 
     return ConfigObjective(configs, load_space(space), monitor)
