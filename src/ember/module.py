@@ -15,15 +15,14 @@ import inspect
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from ember.context import RunContext
+from ember.runtime.clipping import check_clip_algorithm, clip_gradients, optimizer_parameters
 from ember.runtime.precision import apply_to_tensors
-
-if TYPE_CHECKING:
-    from ember.trainer.trainer import Trainer
 
 
 class AttributeDict(dict):
@@ -64,6 +63,29 @@ def plain_hyperparameters(values: Mapping[str, Any], owner: str) -> dict[str, An
     return kept
 
 
+def logged_hyperparameters(owner: Any) -> dict[str, Any]:
+    """What ``owner`` (a Module or DataModule) saved with ``save_hyperparameters`` for the loggers:
+    its ``hparams``, or nothing when it was saved with ``logger=False``."""
+    hparams = getattr(owner, "hparams", None)
+    if owner is None or not isinstance(hparams, dict) or not getattr(owner, "_log_hyperparams", True):
+        return {}
+    return dict(hparams)
+
+
+def attached_trainer(model: Any) -> Any:
+    """The trainer (run context) ``model`` is attached to, or None (any ``nn.Module``)."""
+    return model.__dict__.get("_trainer")
+
+
+def attach_trainer(model: Any, trainer: Any) -> None:
+    """Attach ``model`` to ``trainer`` (None detaches it). A plain object attribute on any
+    ``nn.Module``: ``nn.Module.__setattr__`` is slow and would register nothing useful here."""
+    if trainer is None:
+        model.__dict__.pop("_trainer", None)
+    else:
+        object.__setattr__(model, "_trainer", trainer)
+
+
 class Module(nn.Module):
     """Base class for Ember models (Lightning's ``LightningModule`` names and semantics).
 
@@ -89,7 +111,21 @@ class Module(nn.Module):
     automatic_optimization: bool = True
     #: An example input (e.g. ``torch.zeros(1, 1, 8, 8)``) for the model summary and exports.
     example_input_array: Any = None
-    _trainer: Trainer | None = None
+    _trainer: RunContext | None = None
+    _log_hyperparams = True  # save_hyperparameters(logger=False) turns it off
+    # What TorchScript leaves alone (its documented class attributes; ember.export merges them along
+    # each class's bases, so a subclass's own lists add to these): the properties are not compiled
+    # (``trainer`` raises outside a Trainer), and the attributes typed ``Any`` or set only for training
+    # are not typed.
+    __jit_unused_properties__ = ["trainer", "current_epoch", "global_step", "device", "dtype", "hparams"]
+    __jit_ignored_attributes__ = [
+        "trainer",
+        "automatic_optimization",
+        "example_input_array",
+        "_trainer",
+        "_hparams",
+        "_log_hyperparams",
+    ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,14 +134,15 @@ class Module(nn.Module):
     # ----------------------------------------------------------------- trainer context
 
     @property
-    def trainer(self) -> Trainer:
-        """The Trainer running this module (raises when it is not attached to one)."""
+    def trainer(self) -> RunContext:
+        """The Trainer running this module, as a :class:`~ember.context.RunContext` (raises when it
+        is not attached to one)."""
         if self._trainer is None:
             raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer")
         return self._trainer
 
     @trainer.setter
-    def trainer(self, trainer: Trainer | None) -> None:
+    def trainer(self, trainer: RunContext | None) -> None:
         object.__setattr__(self, "_trainer", trainer)
 
     @property
@@ -213,7 +250,7 @@ class Module(nn.Module):
         if trainer is None:
             warnings.warn(f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2)
             return
-        trainer._logging.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
+        trainer.log_value(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
 
     def log_dict(
         self,
@@ -267,7 +304,7 @@ class Module(nn.Module):
 
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         """The optimizer (or list of them) from ``configure_optimizers``, for manual optimization."""
-        opts = self.trainer._manual_optimizers if use_pl_optimizer else self.trainer.optimizers
+        opts = self.trainer.step_optimizers if use_pl_optimizer else self.trainer.optimizers
         return opts[0] if len(opts) == 1 else opts
 
     def lr_schedulers(self) -> Any:
@@ -279,7 +316,7 @@ class Module(nn.Module):
 
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Backward under manual optimization: applies the precision's loss scaling."""
-        self.trainer._fit_loop.manual_backward(loss, *args, **kwargs)
+        self.trainer.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         loss.backward(*args, **kwargs)
@@ -305,15 +342,8 @@ class Module(nn.Module):
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
         """Clip the gradients of the optimizer's parameters by norm (default) or value."""
-        if not gradient_clip_val:
-            return
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if (gradient_clip_algorithm or "norm") == "norm":
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-        elif gradient_clip_algorithm == "value":
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-        else:
-            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}; choose 'norm' or 'value'")
+        algorithm = check_clip_algorithm(gradient_clip_algorithm or "norm")
+        clip_gradients(optimizer_parameters(optimizer), gradient_clip_val, algorithm)
 
     # ----------------------------------------------------------------- data hooks
 

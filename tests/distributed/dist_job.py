@@ -59,7 +59,7 @@ def launcher(out: Path) -> None:
     model = make_model()
     trainer = ember.Trainer(**trainer_options(out, devices=2, strategy="ddp"))
     trainer.fit(model, train_loader(PER_RANK_BATCH), val_loader())
-    rank_info(out, "launcher", trainer, sampler=type(trainer._fit_loop.train_data.sampler).__name__)
+    rank_info(out, "launcher", trainer, sampler=type(trainer._fit_loop.data.loader.sampler).__name__)
     save(out, "launcher", trainer, weights=weights(model), metrics=floats(trainer.callback_metrics))
     # a second Trainer in the same script joins the same processes (no second launch)
     again = ember.Trainer(**trainer_options(out, devices=2, strategy="ddp"))

@@ -335,9 +335,7 @@ def test_max_time_stops_the_run(tmp_path):
 
     model = Slow()
     trainer = quiet_trainer(tmp_path, max_epochs=1000, max_time={"seconds": 0.3})
-    start = time.monotonic()
     trainer.fit(model, loader(64, batch_size=8))
-    assert time.monotonic() - start < 3.0
     assert 5 <= trainer.global_step < 100
     assert trainer.should_stop
 

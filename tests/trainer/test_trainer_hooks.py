@@ -31,11 +31,15 @@ def transfer() -> list[tuple[str, str]]:
     return mod("on_before_batch_transfer", "on_after_batch_transfer")
 
 
-def train_batch(cbs=CBS, optimizer_step: bool = True) -> list[tuple[str, str]]:
+def train_batch(cbs=CBS, optimizer_step: bool = True, zero_grad: bool = True) -> list[tuple[str, str]]:
+    """Automatic optimization in Lightning's order: the closure (training_step, zero_grad on the
+    first micro-batch of a window, backward), then on_before_optimizer_step and the update."""
     seq = transfer() + start("on_train_batch_start", cbs) + mod("training_step")
+    if zero_grad:
+        seq += start("on_before_zero_grad", cbs)
     seq += start("on_before_backward", cbs) + start("on_after_backward", cbs)
     if optimizer_step:
-        seq += start("on_before_optimizer_step", cbs) + start("on_before_zero_grad", cbs)
+        seq += start("on_before_optimizer_step", cbs)
     return seq + end("on_train_batch_end", cbs)
 
 
@@ -110,14 +114,15 @@ def test_accumulation_steps_the_optimizer_every_k_batches(tmp_path):
     model, trainer = make(tmp_path, log, max_epochs=1, accumulate_grad_batches=2, callbacks=[])
     trainer.fit(model, loader(24, batch_size=8))  # 3 batches: step after 2, then the leftover one at epoch end
     step_hooks = [h for _, h in log if h in ("training_step", "on_before_optimizer_step", "on_before_zero_grad")]
+    # zero_grad on the first micro-batch of each window, inside the closure after training_step
     assert step_hooks == [
         "training_step",
-        "training_step",
-        "on_before_optimizer_step",
         "on_before_zero_grad",
         "training_step",
         "on_before_optimizer_step",
+        "training_step",
         "on_before_zero_grad",
+        "on_before_optimizer_step",
     ]
     assert trainer.global_step == 2
 

@@ -101,10 +101,15 @@ class RecordingSGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # as torch's optimizers do: the closure makes the gradients
+            with torch.enable_grad():
+                loss = closure()
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
         self.maxabs.append(max(float(g.abs().max()) for g in grads))
-        return super().step(closure)
+        super().step()
+        return loss
 
 
 class ClipModel(LinearModel):
@@ -524,6 +529,8 @@ def test_optimizer_step_override_can_skip_steps(tmp_path):
         def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
             if batch_idx % 2 == 0:
                 optimizer.step(closure=optimizer_closure)
+            else:  # as in Lightning: run training_step and backward without an update
+                optimizer_closure()
 
     model = EveryOther()
     trainer = quiet_trainer(tmp_path, max_epochs=1)

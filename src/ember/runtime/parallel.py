@@ -12,8 +12,9 @@ import torch
 import torch.distributed as dist
 
 from ember.distributed import comms
-from ember.runtime.launcher import ClusterEnv, ScriptLauncher, SpawnLauncher, detect_cluster, note_failure
-from ember.runtime.strategy import Strategy
+from ember.distributed.cluster import ClusterEnv, detect_cluster
+from ember.runtime.base import Strategy
+from ember.runtime.launcher import ScriptLauncher, SpawnLauncher, in_spawned_worker, note_failure
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # torch's own default for collectives
 
@@ -63,7 +64,6 @@ class ParallelStrategy(Strategy):
         self.num_nodes = 1
         self.sync_batchnorm = False
         self._cluster: ClusterEnv | None = None
-        self._in_worker = False  # set in processes that ddp_spawn started
         self._owns_group = False
         self._failed = False
 
@@ -135,7 +135,7 @@ class ParallelStrategy(Strategy):
 
     @property
     def launcher(self) -> Any:
-        if self._in_worker or detect_cluster() is not None:
+        if in_spawned_worker() or detect_cluster() is not None:
             return None  # this process was started by a launcher
         local = len(self.device_indices)
         if local * self.num_nodes == 1:

@@ -21,17 +21,14 @@ from __future__ import annotations
 import glob
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ember.checkpoint import capture_rng_states, new_checkpoint, restore_rng_states
+from ember.checkpoint import capture_rng_states, new_checkpoint
 from ember.checkpoint import io as ckpt_io
 from ember.checkpoint.format import plain_data
 from ember.checkpoint.loading import adapt_state_dict
-
-if TYPE_CHECKING:
-    from ember.trainer.trainer import Trainer
 
 
 def loader_generator(loader: Any) -> torch.Generator | None:
@@ -62,7 +59,7 @@ def restore_epoch_start_rng(loader: Any, state: dict[str, Any]) -> None:
 class CheckpointConnector:
     """Dumps and restores the Trainer's state (Lightning's ``_checkpoint_connector``)."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
     # ------------------------------------------------------------------ saving
@@ -92,12 +89,10 @@ class CheckpointConnector:
             ckpt["optimizer_states"] = [strategy.optimizer_state_dict(model, o, sharded=sharded) for o in tr.optimizers]
             ckpt["lr_schedulers"] = [c.scheduler.state_dict() for c in tr.lr_scheduler_configs]
             ckpt["precision"] = tr.precision_plugin.state_dict()
-            ckpt["callbacks"] = {
-                cb.state_key: state
-                for cb in self._stateful_callbacks()
-                if (state := cb.state_dict())
-            }
-            ckpt["loggers"] = [lg.state_dict() if callable(getattr(lg, "state_dict", None)) else {} for lg in tr.loggers]
+            ckpt["callbacks"] = {cb.state_key: state for cb in self._stateful_callbacks() if (state := cb.state_dict())}
+            ckpt["loggers"] = [
+                lg.state_dict() if callable(getattr(lg, "state_dict", None)) else {} for lg in tr.loggers
+            ]
             if dm is not None and callable(getattr(dm, "state_dict", None)):
                 ckpt["datamodule"] = dm.state_dict()
             ckpt["rng_states"] = capture_rng_states()
@@ -144,7 +139,7 @@ class CheckpointConnector:
         candidates: set[str] = set()
         remote: list[tuple[str, float]] = []
         for cb in self.trainer.checkpoint_callbacks:
-            if cb.dirpath and ckpt_io._is_url(cb.dirpath):  # s3://, memory://, ...: ask the filesystem
+            if cb.dirpath and ckpt_io.is_url(cb.dirpath):  # s3://, memory://, ...: ask the filesystem
                 remote += ckpt_io.listed_with_mtime(cb.dirpath)
             elif cb.dirpath:
                 candidates.update(glob.glob(os.path.join(glob.escape(os.fspath(cb.dirpath)), "*.ckpt")))
@@ -177,12 +172,16 @@ class CheckpointConnector:
             raise ValueError("this checkpoint holds weights only (save_weights_only=True): it cannot resume training")
         states = checkpoint.get("optimizer_states", [])
         if len(states) != len(tr.optimizers):
-            raise ValueError(f"the checkpoint has {len(states)} optimizer states but configure_optimizers() gave {len(tr.optimizers)}")
+            raise ValueError(
+                f"the checkpoint has {len(states)} optimizer states but configure_optimizers() gave {len(tr.optimizers)}"
+            )
         for i, (opt, state) in enumerate(zip(tr.optimizers, states)):
             tr.strategy.load_optimizer_state_dict(tr.model, opt, state, index=i)
         scheds = checkpoint.get("lr_schedulers", [])
         if len(scheds) != len(tr.lr_scheduler_configs):
-            raise ValueError(f"the checkpoint has {len(scheds)} scheduler states but configure_optimizers() gave {len(tr.lr_scheduler_configs)}")
+            raise ValueError(
+                f"the checkpoint has {len(scheds)} scheduler states but configure_optimizers() gave {len(tr.lr_scheduler_configs)}"
+            )
         for cfg, state in zip(tr.lr_scheduler_configs, scheds):
             cfg.scheduler.load_state_dict(state)
         tr.precision_plugin.load_state_dict(checkpoint.get("precision", {}))
@@ -203,8 +202,3 @@ class CheckpointConnector:
                     fn(checkpoint)
         tr._fit_loop.load_state_dict(checkpoint["loops"]["fit"], checkpoint.get("rng_states"))
         tr.strategy.restored()
-
-    @staticmethod
-    def restore_rng(states: dict[str, Any] | None) -> None:
-        if states:
-            restore_rng_states(states)

@@ -72,7 +72,9 @@ def num_batches(loader: Any, limit: int | float, name: str) -> int | None:
     if isinstance(limit, float):
         if length is None:
             if limit not in (0.0, 1.0):
-                raise ValueError(f"{name}={limit} is a fraction, but the loader has no length; give an int number of batches")
+                raise ValueError(
+                    f"{name}={limit} is a fraction, but the loader has no length; give an int number of batches"
+                )
             return 0 if limit == 0.0 else None
         n = int(length * limit)
         return max(n, 1) if limit > 0 and length > 0 else n
@@ -129,3 +131,48 @@ def val_check_batch(val_check_interval: int | float, train_batches: int | None) 
             )
         return max(1, math.floor(train_batches * val_check_interval))
     return val_check_interval
+
+
+def distributed_loader(loader: Any, strategy: Any, training: bool) -> Any:
+    """``loader`` split over the processes of ``strategy``, keeping its own sampling (shuffle,
+    generator seed, drop_last; see ember.distributed.sampler)."""
+    import torch
+
+    from ember.distributed.sampler import distribute_loader
+
+    seed = None
+    if getattr(getattr(loader, "sampler", None), "generator", False) is None:
+        # random order from the global RNG: every rank draws (keeping their RNGs in step), rank 0's seed wins
+        seed = strategy.broadcast(int(torch.randint(0, 2**62, ()).item()))
+    pad_eval = getattr(strategy, "pad_eval_shards", False)
+    return distribute_loader(loader, strategy.world_size, strategy.global_rank, training, pad_eval=pad_eval, seed=seed)
+
+
+def batch_transfer(module: Any, device: Any, precision: Any, dataloader_idx: Any) -> Any:
+    """A GET_BATCH_COMPLETED handler moving the batch to ``device`` through the module's transfer
+    hooks, or None when nothing is to be done (CPU, no hooks, no dtype change)."""
+    from ember.module import Module
+
+    hooks = [
+        h
+        for h in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+        if overrides(module, h, Module)
+    ]
+    if device.type == "cpu" and not hooks and precision.param_dtype is None:
+        return None
+    before = getattr(module, "on_before_batch_transfer", None) if "on_before_batch_transfer" in hooks else None
+    after = getattr(module, "on_after_batch_transfer", None) if "on_after_batch_transfer" in hooks else None
+    move = getattr(module, "transfer_batch_to_device", None) or Module.transfer_batch_to_device.__get__(module)
+    convert = precision.convert_input
+
+    def transfer(engine: Any) -> None:
+        idx = dataloader_idx()
+        batch = engine.state.batch
+        if before is not None:
+            batch = before(batch, idx)
+        batch = convert(move(batch, device, idx))
+        if after is not None:
+            batch = after(batch, idx)
+        engine.state.batch = batch
+
+    return transfer

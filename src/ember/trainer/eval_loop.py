@@ -8,16 +8,13 @@ module in eval mode; the module's train/eval mode is restored afterwards.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ember.engine import Engine, Events, Priority
-from ember.trainer.data import EvalData
+from ember.trainer.data import EvalData, batch_transfer
 from ember.trainer.hooks import Dispatch
-
-if TYPE_CHECKING:
-    from ember.trainer.trainer import Trainer
 
 HOOK_PREFIX = {"validate": "validation", "test": "test", "predict": "predict"}
 STEP_NAME = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
@@ -27,18 +24,18 @@ _DL_SUFFIX = re.compile(r"/dataloader_idx_(\d+)$")
 class EvalLoop:
     """Runs one evaluation stage (``validate``, ``test`` or ``predict``) on its engine."""
 
-    def __init__(self, trainer: Trainer, stage: str) -> None:
+    def __init__(self, trainer: Any, stage: str) -> None:
         self.trainer = trainer
         self.stage = stage
         self.prefix = HOOK_PREFIX[stage]
-        self.engine = Engine(self._unattached)
+        self.engine = Engine(self.unattached)
         self.data: EvalData | None = None
         self.predictions: list[list[Any]] = []
         self.results: dict[str, float] = {}
         self._handles: list[Any] = []
 
     @staticmethod
-    def _unattached(engine: Engine, batch: Any) -> Any:
+    def unattached(engine: Engine, batch: Any) -> Any:
         raise RuntimeError("this engine is run by the Trainer (trainer.validate/test/predict), not directly")
 
     # ------------------------------------------------------------------ attach / detach
@@ -53,7 +50,9 @@ class EvalLoop:
 
             def predict_process(engine: Engine, batch: Any) -> Any:
                 data = loop.data
-                args = (batch, data.batch_idx, data.dataloader_idx) if len(data.loaders) > 1 else (batch, data.batch_idx)
+                args = (
+                    (batch, data.batch_idx, data.dataloader_idx) if len(data.loaders) > 1 else (batch, data.batch_idx)
+                )
                 out = step_fn(*args)
                 loop.predictions[data.dataloader_idx].append(out)
                 return out
@@ -79,8 +78,10 @@ class EvalLoop:
             on(Events.ITERATION_COMPLETED, self._batch_hook(f"on_{p}_batch_end", with_output=True))
         on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
         on(Events.COMPLETED, lambda e: self._call_level(f"on_{p}_end"))
-        self._handles.append(self.engine.add_event_handler(Events.EXCEPTION_RAISED, tr._on_exception, priority=Priority.TRAINER_LAST))
-        transfer = tr._batch_transfer(module, lambda: loop.data.dataloader_idx)
+        self._handles.append(
+            self.engine.add_event_handler(Events.EXCEPTION_RAISED, tr._on_exception, priority=Priority.TRAINER_LAST)
+        )
+        transfer = batch_transfer(module, tr.root_device, tr.precision_plugin, lambda: loop.data.dataloader_idx)
         if transfer is not None:
             on(Events.GET_BATCH_COMPLETED, transfer)
 
@@ -127,7 +128,7 @@ class EvalLoop:
         tr = self.trainer
         self._call_level(f"on_{self.prefix}_epoch_end")
         if self.stage != "predict":
-            epoch = tr._current_epoch if tr._fitting else None
+            epoch = tr.current_epoch if tr.fitting else None
             self.results = tr._logging.finish_epoch(tr._logging.ctx.store, tr.global_step, epoch)
             tr._logging.save_loggers()
 

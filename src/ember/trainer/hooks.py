@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.engine import priority_order
 from ember.module import Module
 
 
@@ -29,7 +30,8 @@ class Dispatch:
     def __init__(self, trainer: Any, module: Any, callbacks: Sequence[Any]) -> None:
         self.trainer = trainer
         self.module = module
-        self.callbacks = sorted(callbacks, key=lambda c: -int(getattr(c, "priority", 0)))
+        ordered = sorted(enumerate(callbacks), key=lambda ic: priority_order(getattr(ic[1], "priority", 0), ic[0]))
+        self.callbacks = [c for _, c in ordered]
         self._cache: dict[str, tuple[Callable, ...]] = {}
 
     def module_hook(self, name: str) -> Callable | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ember.module import logged_hyperparameters
 from ember.trainer.results import LoggedValue, ResultStore, is_metric_object, resolve_reduce_fx, to_float_tensors
 
 STAGES = ("train", "sanity_check", "validate", "test", "predict")
@@ -113,7 +114,9 @@ class TrainerLogging:
             raise TypeError(f"self.log: name must be a non-empty string, got {name!r}")
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
-                raise ValueError(f"self.log({name!r}): value must be a scalar, got a tensor of shape {tuple(value.shape)}")
+                raise ValueError(
+                    f"self.log({name!r}): value must be a scalar, got a tensor of shape {tuple(value.shape)}"
+                )
             if value.requires_grad:
                 value = value.detach()
         elif not (isinstance(value, numbers.Real) or is_metric_object(value)):
@@ -126,7 +129,9 @@ class TrainerLogging:
         if on_step is None:
             on_step = training and not epoch_level
         elif on_step and epoch_level:
-            raise ValueError(f"self.log({name!r}, on_step=True) is not allowed in an epoch-level hook; log it with on_epoch=True")
+            raise ValueError(
+                f"self.log({name!r}, on_step=True) is not allowed in an epoch-level hook; log it with on_epoch=True"
+            )
         if on_epoch is None:
             on_epoch = not training or epoch_level
         if not (on_step or on_epoch):
@@ -193,14 +198,9 @@ class TrainerLogging:
         if self.sync is not None:  # sync_dist values are reduced over the processes here, where they are written
             metrics.update(self._synced([(k, pending[k], metrics[k], 1.0) for k in keys if pending[k].sync_dist]))
         self.logged.update(metrics)
-        floats = None
-        for lg in self.loggers:
-            if getattr(lg, "accepts_tensors", False):
-                lg.log_metrics(metrics, step)
-            else:
-                if floats is None:
-                    floats = dict(zip(keys, to_float_tensors(list(metrics.values()))))
-                lg.log_metrics(floats, step)
+        from ember.loggers.send import send_metrics
+
+        send_metrics(self.loggers, metrics, step)
 
     def finish_epoch(self, store: ResultStore, step: int, epoch: int | None) -> dict[str, float]:
         """Reduce ``store``'s epoch values into the views and the loggers; returns them as floats."""
@@ -215,7 +215,9 @@ class TrainerLogging:
         epoch_tensors = [_as_tensor(value) for _, value in items.values()]
         if self.sync is not None:
             # an epoch mean is weighted by each process's batch sizes: the mean over all samples
-            synced = self._synced([(k, v, t, v.weight_total) for (k, (v, _)), t in zip(items.items(), epoch_tensors) if v.sync_dist])
+            synced = self._synced(
+                [(k, v, t, v.weight_total) for (k, (v, _)), t in zip(items.items(), epoch_tensors) if v.sync_dist]
+            )
             epoch_tensors = [synced.get(k, t) for k, t in zip(keys, epoch_tensors)]
         values = epoch_tensors + [last for _, last in bar_steps]
         floats = to_float_tensors(values) if values else []  # one transfer for everything
@@ -255,6 +257,10 @@ class TrainerLogging:
         values = self.sync([(key, _as_tensor(value), v.reduce, weight) for key, v, value, weight in entries])
         return {key: value for (key, _, _, _), value in zip(entries, values)}
 
+    def restore_callback_metrics(self, values: dict[str, float]) -> None:
+        """``callback_metrics`` as a checkpoint recorded them (what monitors compare against on resume)."""
+        self.callback.update({k: torch.tensor(v) for k, v in values.items()})
+
     def save_loggers(self) -> None:
         for lg in self.loggers:
             lg.save()
@@ -268,3 +274,21 @@ class TrainerLogging:
 
 def _as_tensor(value: Any) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+
+def log_hyperparams(loggers: list[Any], model: Any, datamodule: Any) -> None:
+    """Send the model's and the datamodule's hyperparameters to the loggers (those saved with ``logger=True``)."""
+    if not loggers:
+        return
+    params = logged_hyperparameters(model)
+    dm_params = logged_hyperparameters(datamodule)
+    clash = sorted(k for k, v in dm_params.items() if k in params and params[k] != v)
+    if clash:
+        raise ValueError(
+            f"the model and the datamodule both have hyperparameters {clash} with different values; "
+            "rename one, or call save_hyperparameters(logger=False) on one of them"
+        )
+    params.update(dm_params)
+    if params:
+        for lg in loggers:
+            lg.log_hyperparams(params)

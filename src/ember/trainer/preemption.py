@@ -25,10 +25,12 @@ class Preempted(SystemExit):
 
 
 class SignalWatch:
-    """Installs the handlers for one ``fit`` (main thread only) and records the first signal."""
+    """Installs the handlers for one ``fit`` (main thread only); the first signal is recorded and
+    passed to ``on_signal`` (the Trainer's fit progress, which stops at the next safe point)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_signal: Callable[[str], None]) -> None:
         self.received: str | None = None
+        self.on_signal = on_signal
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -51,6 +53,7 @@ class SignalWatch:
                 raise KeyboardInterrupt  # second Ctrl-C: stop now
             if self.received is None:
                 self.received = name
+                self.on_signal(name)
             if name == "SIGINT":
                 signal.signal(signal.SIGINT, self._second_sigint)
 

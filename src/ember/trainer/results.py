@@ -21,7 +21,9 @@ _FOLD_EVERY = 256
 def resolve_reduce_fx(reduce_fx: Any) -> str:
     name = _REDUCE_NAMES.get(reduce_fx) if isinstance(reduce_fx, str) else _REDUCE_CALLABLES.get(reduce_fx)
     if name is None:
-        raise ValueError(f"reduce_fx={reduce_fx!r} is not supported; use 'mean', 'sum', 'max', 'min' or torch.mean/sum/max/min")
+        raise ValueError(
+            f"reduce_fx={reduce_fx!r} is not supported; use 'mean', 'sum', 'max', 'min' or torch.mean/sum/max/min"
+        )
     return name
 
 
@@ -56,7 +58,9 @@ def _scalar_metric_value(name: str, metric: Any) -> Any:
             "self.log takes scalar metrics (e.g. average='macro' or 'micro' instead of per-class values)"
         )
     if isinstance(value, dict):
-        raise ValueError(f"self.log({name!r}, {type(metric).__name__}): compute() returned a dict; use self.log_dict(...)")
+        raise ValueError(
+            f"self.log({name!r}, {type(metric).__name__}): compute() returned a dict; use self.log_dict(...)"
+        )
     return value
 
 
@@ -80,7 +84,9 @@ class LoggedValue:
         "weights",
     )
 
-    def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool):
+    def __init__(
+        self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool
+    ):
         self.name = name
         self.on_step = on_step
         self.on_epoch = on_epoch
@@ -202,3 +208,22 @@ class ResultStore:
                 if value is not None:
                     out[v.name + "_epoch" if v.on_step else v.name] = (v, value)
         return out
+
+
+def print_results(stage: str, results: list[dict[str, float]]) -> None:
+    """The table ``validate()``/``test()`` print: one row per metric (and dataloader)."""
+    import math
+
+    rows = [
+        (f"{k}" + (f" (dataloader {i})" if len(results) > 1 else ""), v)
+        for i, r in enumerate(results)
+        for k, v in r.items()
+    ]
+    if not rows:
+        return
+    width = max(len(k) for k, _ in rows)
+    title = f"{stage.capitalize()} results"
+    print(title)
+    print("-" * max(len(title), width + 14))
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v:>12.6g}" if math.isfinite(v) else f"{k.ljust(width)}  {v!s:>12}")

@@ -1,0 +1,192 @@
+"""One stage of a Trainer ('fit', 'validate', 'test', 'predict') set up, run and torn down in this
+process: data, callbacks, hooks, checkpoint loading, optimizers, and the engine run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ember.module import Module, attach_trainer
+from ember.trainer import data as data_utils
+from ember.trainer.hooks import Dispatch, overrides
+from ember.trainer.logging import log_hyperparams
+from ember.trainer.optimization import parse_optimizers
+from ember.trainer.preemption import Preempted
+from ember.trainer.stepping import StepOptimizer
+
+
+def run_stage_here(
+    trainer: Any, stage: str, model: Any, datamodule: Any, ckpt_path: Any = None, **loaders: Any
+) -> list[Any]:
+    """Set up, run and tear down one stage ('fit', 'validate', 'test', 'predict')."""
+    if datamodule is not None and any(v is not None for v in loaders.values()):
+        raise ValueError(f"trainer.{stage}(): pass dataloaders or a datamodule, not both")
+    if datamodule is not None and not callable(getattr(datamodule, "setup", None)):
+        raise TypeError(f"datamodule must be an ember.DataModule (or provide setup()), got {type(datamodule).__name__}")
+    trainer.model = model
+    trainer.datamodule = datamodule
+    attach_trainer(model, trainer)
+    trainer.fit_progress.request_stop(False)
+    trainer._handled_exception = None
+    if datamodule is not None:
+        datamodule.trainer = trainer
+        if callable(getattr(datamodule, "prepare_data", None)):
+            if trainer.local_rank == 0:  # as in Lightning: once per machine, while the other ranks wait
+                datamodule.prepare_data()
+            trainer.strategy.barrier("prepare_data")
+        datamodule.setup(stage)
+    extra = model.configure_callbacks() if callable(getattr(model, "configure_callbacks", None)) else []
+    callbacks = _merge_callbacks(trainer, extra)
+    dispatch = Dispatch(trainer, model, callbacks)
+    trainer._stage_dispatch = dispatch
+    dispatch.call("setup", stage)
+    trainer.precision_plugin.convert_module(model)  # dtype before a distributed strategy wraps or shards it
+    trainer.strategy.setup_module(model)
+    path = trainer._checkpoint.resolve(ckpt_path, stage)
+    checkpoint = trainer._checkpoint.load(path) if path is not None else None
+    if checkpoint is not None:
+        trainer._checkpoint.restore_model(checkpoint)
+        if stage != "fit":
+            trainer.strategy.restored()
+    anomaly = torch.autograd.set_detect_anomaly(True) if trainer.detect_anomaly else None
+    try:
+        if stage == "fit":
+            _fit(trainer, model, dispatch, loaders["train_dataloaders"], loaders["val_dataloaders"], checkpoint)
+            return []
+        return _evaluate(trainer, stage, model, dispatch, loaders["dataloaders"])
+    finally:
+        if anomaly is not None:
+            torch.autograd.set_detect_anomaly(False)
+        dispatch.call("teardown", stage)
+        if datamodule is not None:
+            datamodule.teardown(stage)
+
+
+def _merge_callbacks(trainer: Any, extra: Any) -> list[Any]:
+    extra = list(extra) if isinstance(extra, (list, tuple)) else ([extra] if extra else [])
+    if not extra:
+        return list(trainer.callbacks)
+    types = {type(c) for c in extra}
+    return [c for c in trainer.callbacks if type(c) not in types] + extra
+
+
+def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, checkpoint: dict[str, Any] | None) -> None:
+    train = data_utils.find_loaders("train", train, trainer.datamodule, model)
+    if train is None:
+        raise ValueError(
+            "trainer.fit() needs training data: pass train_dataloaders, a datamodule, or define train_dataloader()"
+        )
+    if isinstance(train, (list, tuple)):
+        raise TypeError(
+            "train_dataloaders must be one iterable (a DataLoader); several training loaders are not supported"
+        )
+    data_utils.as_loader_list(train, "train_dataloaders")
+    train = _distributed_loader(trainer, train, training=True)
+    n_train = data_utils.num_batches(train, trainer.limits["train"], "limit_train_batches")
+    if n_train == 0:
+        warnings.warn("limit_train_batches gives 0 batches: nothing to train", stacklevel=3)
+        return
+    train_data = train
+    if data_utils.sized_length(train) is None and n_train is not None:
+        train_data = data_utils.Limited(train, n_train)
+        n_train = None
+    trainer.num_training_batches = n_train
+    trainer._val_check_batch = data_utils.val_check_batch(trainer.val_check_interval, n_train)
+    val_loaders = data_utils.as_loader_list(
+        data_utils.find_loaders("validate", val, trainer.datamodule, model), "val_dataloaders"
+    )
+    trainer._val_loaders = [_distributed_loader(trainer, v, training=False) for v in val_loaders]
+    trainer._val_counts = [
+        data_utils.num_batches(v, trainer.limits["validate"], "limit_val_batches") for v in trainer._val_loaders
+    ]
+    if trainer._val_loaders and (
+        not callable(getattr(model, "validation_step", None))
+        or (isinstance(model, Module) and not overrides(model, "validation_step", Module))
+    ):
+        raise TypeError(f"validation data was given but {type(model).__name__} does not define validation_step()")
+
+    trainer.optimizers, trainer.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
+    if not trainer.optimizers:
+        warnings.warn("configure_optimizers() returned None: training runs without an optimizer", stacklevel=3)
+    trainer.step_optimizers = [StepOptimizer(o) for o in trainer.optimizers]
+    trainer.fit_progress.start(distributed=trainer.world_size > 1)
+    trainer._fit_loop.resume = None
+    trainer._logging.reset_views()
+    trainer.train_engine.state.max_epochs = None  # every fit() is a new run of the engine ...
+    trainer.train_engine.state.max_iters = None
+    if checkpoint is not None:  # ... unless it continues a checkpoint
+        trainer._checkpoint.restore_training_state(checkpoint)
+    if trainer.is_global_zero:
+        log_hyperparams(trainer.loggers, model, trainer.datamodule)
+    val_loop = trainer._eval["validate"]
+    val_loop.attach(model, dispatch)
+    trainer._fit_loop.attach(model, dispatch, train_data, n_train)
+    trainer._fitting = True
+    model.train()
+    status = "failed"
+    trainer._signals.install()  # the Trainer's one watch: the train loop's handlers hold it from attach()
+    try:
+        trainer.train_engine.run(trainer._fit_loop.data, max_epochs=trainer.max_epochs or 2**62, epoch_length=n_train)
+        status = "success"
+    except (KeyboardInterrupt, Preempted):
+        status = "interrupted"
+        raise
+    finally:
+        trainer._signals.uninstall()
+        trainer._fitting = False
+        trainer._fit_loop.detach()
+        val_loop.detach()
+        for lg in trainer.loggers:
+            lg.finalize(status)
+
+
+def _evaluate(trainer: Any, stage: str, model: Any, dispatch: Dispatch, loaders: Any) -> list[Any]:
+    found = data_utils.find_loaders(stage, loaders, trainer.datamodule, model)
+    loader_list = data_utils.as_loader_list(found, "dataloaders")
+    if not loader_list:
+        raise ValueError(
+            f"trainer.{stage}() needs data: pass dataloaders, a datamodule, or define {data_utils.LOADER_METHODS[stage]}()"
+        )
+    loader_list = [_distributed_loader(trainer, dl, training=False) for dl in loader_list]
+    counts = [data_utils.num_batches(dl, trainer.limits[stage], f"limit_{stage}_batches") for dl in loader_list]
+    loop = trainer._eval[stage]
+    trainer._logging.reset_views()
+    loop.attach(model, dispatch)
+    try:
+        loop.run(loader_list, counts)
+    finally:
+        loop.detach()
+        trainer._logging.save_loggers()
+    return loader_list
+
+
+def model_for(trainer: Any, model: Any, stage: str) -> Any:
+    """The model a stage runs: the one given, else the trainer's last."""
+    if model is None:
+        if trainer.model is None:
+            raise ValueError(f"trainer.{stage}() needs a model: pass one, or call fit() first")
+        return trainer.model
+    return model
+
+
+def check_model(model: Any, stage: str, required: Sequence[str]) -> None:
+    """``model`` is an ``nn.Module`` that defines the methods ``stage`` calls."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"trainer.{stage}() needs a torch.nn.Module (e.g. an ember.Module), got {type(model).__name__}")
+    for name in required:
+        if not callable(getattr(model, name, None)) or (
+            isinstance(model, Module) and not overrides(model, name, Module)
+        ):
+            raise TypeError(
+                f"{type(model).__name__} cannot be used with trainer.{stage}(): it does not define {name}()"
+            )
+
+
+def _distributed_loader(trainer: Any, loader: Any, training: bool) -> Any:
+    """``loader`` split over the processes (unchanged in one process or with ``use_distributed_sampler=False``)."""
+    if not trainer.use_distributed_sampler or trainer.world_size == 1:
+        return loader
+    return data_utils.distributed_loader(loader, trainer.strategy, training)

@@ -1,0 +1,378 @@
+"""The optimizer step, written once: automatic optimization, manual optimization and an overridden
+``optimizer_step`` all go through :meth:`Stepper.step`.
+
+Automatic optimization runs Lightning's way. For each batch the process function hands a
+:class:`TrainingClosure` to the step::
+
+    optimizer.step(closure)                  (or module.optimizer_step(epoch, batch_idx, optimizer, closure))
+      closure():  training_step -> [first micro-batch of an accumulation window: on_before_zero_grad,
+                  optimizer_zero_grad] -> on_before_backward, backward, on_after_backward
+      then:       on_before_optimizer_step, gradient clipping (unscaled first under 16-mixed)
+      then:       the optimizer's update (GradScaler.step under 16-mixed); global_step += 1
+
+so closure optimizers such as LBFGS work, an overridden ``optimizer_step`` receives a real closure,
+and gradients are still populated in ``on_train_batch_end``. Micro-batches that do not end an
+accumulation window run the closure alone. A ``training_step`` returning None skips its batch: no
+backward, no optimizer update, no step counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ember.module import Module
+from ember.runtime.clipping import clip_gradients, optimizer_parameters
+from ember.trainer.hooks import Dispatch, overrides
+from ember.trainer.optimization import LRSchedulerConfig
+from ember.trainer.progress import FitProgress
+
+
+class SkipStep(Exception):
+    """Raised by the training closure when ``training_step`` returned None: the step is skipped."""
+
+
+NOT_RUN = object()
+
+
+class Stepper:
+    """Backward, zero_grad and optimizer steps for one ``fit``: hooks, precision scaling, clipping
+    and counting in one place."""
+
+    def __init__(
+        self,
+        progress: FitProgress,
+        dispatch: Dispatch,
+        module: Any,
+        scaler: Any,
+        clip_val: float | None = None,
+        clip_algorithm: str = "norm",
+        optimizers: list[Any] | None = None,
+    ) -> None:
+        self.progress = progress
+        self.module = module
+        self.scaler = scaler
+        self.before_backward = dispatch.calls("on_before_backward")
+        self.after_backward = dispatch.calls("on_after_backward")
+        self.before_step = dispatch.calls("on_before_optimizer_step")
+        self.before_zero = dispatch.calls("on_before_zero_grad")
+        self.custom_backward = module.backward if overrides(module, "backward", Module) else None
+        custom_clip = overrides(module, "configure_gradient_clipping", Module)
+        self.clip_val, self.clip_algorithm = clip_val, clip_algorithm
+        self.clip_params = {id(o): optimizer_parameters(o) for o in optimizers or ()}
+        self.clips = bool(clip_val) or custom_clip
+        self.custom_clip = custom_clip
+
+    # ------------------------------------------------------------------ the pieces of a step
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward with the hooks around it and the precision's loss scaling (automatic and manual)."""
+        for hook in self.before_backward:
+            hook(loss)
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        if self.custom_backward is not None:
+            self.custom_backward(loss, *args, **kwargs)
+        else:
+            loss.backward(*args, **kwargs)
+        for hook in self.after_backward:
+            hook()
+
+    def zero_grad(self, optimizer: Any, set_to_none: bool = True) -> None:
+        for hook in self.before_zero:
+            hook(optimizer)
+        optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _before_update(self, optimizer: Any) -> None:
+        """Between the gradients and the update: ``on_before_optimizer_step``, then clipping."""
+        for hook in self.before_step:
+            hook(optimizer)
+        if self.clips:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)  # clip the true gradients
+            if self.custom_clip:
+                self.module.configure_gradient_clipping(optimizer, self.clip_val, self.clip_algorithm)
+            else:
+                params = self.clip_params.get(id(optimizer))
+                clip_gradients(
+                    params if params is not None else optimizer_parameters(optimizer),
+                    self.clip_val,
+                    self.clip_algorithm,
+                )
+
+    # ------------------------------------------------------------------ the one step path
+
+    def step(self, optimizer: Any, closure: Any = None, **kwargs: Any) -> Any:
+        """Step ``optimizer`` (the raw one), running ``closure`` first when given; counts the step."""
+        scaler = self.scaler
+        try:
+            if scaler is not None:
+                # the scaler needs the gradients before it steps: run the closure first (as Lightning does)
+                if closure is not None:
+                    closure()
+                self._before_update(optimizer)
+                out = scaler.step(optimizer, **kwargs)
+                scaler.update()
+            elif closure is None:
+                self._before_update(optimizer)
+                out = optimizer.step(**kwargs)
+            else:
+                if self.before_step or self.clips:
+                    closure = _UpdateAfterClosure(self, optimizer, closure)
+                out = optimizer.step(closure=closure, **kwargs)
+        except SkipStep:
+            return None
+        self.progress.global_step += 1
+        return out
+
+
+class _UpdateAfterClosure:
+    """A closure that runs the hooks and clipping once its gradients exist, before the update."""
+
+    __slots__ = ("closure", "optimizer", "stepper")
+
+    def __init__(self, stepper: Stepper, optimizer: Any, closure: Any) -> None:
+        self.stepper, self.optimizer, self.closure = stepper, optimizer, closure
+
+    def __call__(self) -> Any:
+        result = self.closure()
+        self.stepper._before_update(self.optimizer)
+        return result
+
+
+class TrainingClosure:
+    """``training_step`` -> zero_grad (first micro-batch of a window) -> backward, for one batch.
+
+    Made once per ``fit``; the process function sets ``batch``/``batch_idx``/``output`` before each
+    step. Returns the loss (detached, divided by ``accumulate_grad_batches``), as closure optimizers
+    expect. Without hooks, loss scaling or overridden ``backward``/``optimizer_zero_grad`` it calls
+    ``optimizer.zero_grad``/``loss.backward`` itself: that is what :meth:`Stepper.zero_grad` and
+    :meth:`Stepper.backward` reduce to, without the extra call per step.
+    """
+
+    __slots__ = (
+        "accumulate", "batch", "batch_idx", "custom_zero_grad", "optimizer", "output", "plain_backward",
+        "plain_zero_grad", "progress", "stepper", "training_step",
+    )  # fmt: skip
+
+    def __init__(
+        self, stepper: Stepper, training_step: Any, optimizer: Any, accumulate: int, custom_zero_grad: Any
+    ) -> None:
+        self.stepper = stepper
+        self.progress = stepper.progress
+        self.training_step = training_step
+        self.optimizer = optimizer
+        self.accumulate = accumulate
+        self.custom_zero_grad = custom_zero_grad  # the module's optimizer_zero_grad(batch_idx), or None
+        self.plain_zero_grad = custom_zero_grad is None and not stepper.before_zero
+        self.plain_backward = (
+            stepper.custom_backward is None
+            and stepper.scaler is None
+            and not (stepper.before_backward or stepper.after_backward)
+        )
+        self.batch: Any = None
+        self.batch_idx = 0
+        self.output: Any = NOT_RUN
+
+    def __call__(self) -> torch.Tensor:
+        out = self.output = self.training_step(self.batch, self.batch_idx)
+        if type(out) is torch.Tensor:
+            loss = out
+        elif out is None:
+            raise SkipStep
+        elif isinstance(out, Mapping):
+            loss = out.get("loss")
+            if not isinstance(loss, torch.Tensor):
+                raise ValueError(f"training_step returned a dict without a tensor under 'loss' (keys: {sorted(out)})")
+        elif isinstance(out, torch.Tensor):
+            loss = out
+        else:
+            raise TypeError(
+                f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(out).__name__}"
+            )
+        if self.accumulate != 1:
+            loss = loss / self.accumulate
+        if self.progress.micro == 0:  # the first micro-batch of an accumulation window
+            if self.plain_zero_grad:
+                self.optimizer.zero_grad(set_to_none=True)
+            elif self.custom_zero_grad is not None:
+                self.custom_zero_grad(self.batch_idx)
+            else:
+                self.stepper.zero_grad(self.optimizer)
+        if self.plain_backward:
+            loss.backward()
+        else:
+            self.stepper.backward(loss)
+        return loss.detach()
+
+    def ran(self) -> bool:
+        return self.output is not NOT_RUN
+
+
+class AutomaticOptimization:
+    """The process function of automatic optimization (see the module docstring) for one ``fit``.
+
+    ``process(engine, batch)`` runs the closure for micro-batches inside an accumulation window and
+    the optimizer step for the batch that ends one; ``step_leftover(batch_idx)`` steps gradients
+    left over at the end of an epoch of unknown length. When nothing runs between the gradients and
+    the update (no ``on_before_optimizer_step``, clipping, scaler or overridden ``optimizer_step``),
+    :meth:`Stepper.step` reduces to ``optimizer.step(closure)`` and a count, and the process does
+    exactly that, without the extra call per step.
+    """
+
+    def __init__(
+        self,
+        stepper: Stepper,
+        module: Any,
+        training_step: Any,
+        optimizer: Any,
+        module_optimizer: Any,
+        accumulate: int,
+        no_sync: Any,
+        step_schedulers: list[LRSchedulerConfig],
+        metrics: Any,
+    ) -> None:
+        self.stepper, self.module, self.optimizer = stepper, module, optimizer
+        self.module_optimizer = module_optimizer  # what an overridden optimizer_step receives
+        self.accumulate = accumulate
+        self.no_sync = no_sync  # DDP: the context that skips the gradient all-reduce, or None
+        self.step_schedulers = step_schedulers
+        self.metrics = metrics  # () -> callback_metrics, for ReduceLROnPlateau
+        self.custom_step = overrides(module, "optimizer_step", Module)
+        self.custom_zero_grad = overrides(module, "optimizer_zero_grad", Module)
+        self.closure = TrainingClosure(
+            stepper, training_step, optimizer, accumulate, self._module_zero_grad if self.custom_zero_grad else None
+        )
+        self.plain_update = not (self.custom_step or stepper.before_step or stepper.clips or stepper.scaler is not None)
+
+    def process(self, engine: Any, batch: Any) -> Any:
+        state = engine.state
+        progress, closure = self.stepper.progress, self.closure
+        batch_idx = state.epoch_iteration - 1
+        closure.batch, closure.batch_idx, closure.output = batch, batch_idx, NOT_RUN
+        if progress.micro + 1 < self.accumulate and batch_idx + 1 != state.epoch_length:
+            self._accumulate()
+        elif self.plain_update:
+            try:
+                self.optimizer.step(closure)
+            except SkipStep:
+                return None
+            progress.global_step += 1
+            progress.micro = 0
+            for cfg in self.step_schedulers:
+                if progress.global_step % cfg.frequency == 0:
+                    step_scheduler(cfg, self.module, self.metrics())
+        else:
+            self._optimizer_step(batch_idx, closure)
+        return closure.output
+
+    def step_leftover(self, batch_idx: int) -> None:
+        self.closure.output = True  # not a skipped batch: the gradients are there
+        self._optimizer_step(batch_idx, _gradients_ready)
+
+    def _accumulate(self) -> None:
+        try:
+            if self.no_sync is None:
+                self.closure()
+            else:
+                with self.no_sync():
+                    self.closure()
+        except SkipStep:
+            return
+        self.stepper.progress.micro += 1
+
+    def _optimizer_step(self, batch_idx: int, step_closure: Any) -> None:
+        progress, closure, module = self.stepper.progress, self.closure, self.module
+        if self.custom_step:
+            try:
+                module.optimizer_step(progress.current_epoch, batch_idx, self.module_optimizer, step_closure)
+            except SkipStep:  # the module ran the closure itself and training_step returned None
+                return
+            if step_closure is closure and not closure.ran():
+                raise RuntimeError(
+                    f"{type(module).__name__}.optimizer_step() did not run optimizer_closure: call "
+                    "optimizer.step(closure=optimizer_closure), or optimizer_closure() to skip the update"
+                )
+        else:
+            self.stepper.step(self.optimizer, step_closure)
+        if closure.output is None:  # training_step returned None: nothing was stepped
+            return
+        progress.micro = 0
+        for cfg in self.step_schedulers:
+            if progress.global_step % cfg.frequency == 0:
+                step_scheduler(cfg, module, self.metrics())
+
+    def _module_zero_grad(self, batch_idx: int) -> None:
+        for hook in self.stepper.before_zero:
+            hook(self.optimizer)
+        self.module.optimizer_zero_grad(self.stepper.progress.current_epoch, batch_idx, self.optimizer)
+
+
+def _gradients_ready() -> None:
+    """The closure of an optimizer step whose gradients were accumulated already (epoch-end leftovers)."""
+    return None
+
+
+class NoOptimizer:
+    """Stands in when ``configure_optimizers`` returned None: steps run the closure and count."""
+
+    param_groups: list = []
+
+    @staticmethod
+    def step(closure: Any = None) -> Any:
+        return closure() if closure is not None else None
+
+    @staticmethod
+    def zero_grad(set_to_none: bool = True) -> None:
+        return None
+
+
+class StepOptimizer:
+    """An optimizer as the module sees it (``self.optimizers()``, an overridden ``optimizer_step``):
+    ``step()`` goes through the Trainer's step path (hooks, scaler, counting); everything else is
+    the optimizer's own."""
+
+    def __init__(self, optimizer: Any, stepper: Stepper | None = None) -> None:
+        self.optimizer = optimizer
+        self.stepper = stepper
+
+    def step(self, closure: Any = None, **kwargs: Any) -> Any:
+        if self.stepper is None:
+            raise RuntimeError("this optimizer steps only while trainer.fit() runs")
+        return self.stepper.step(self.optimizer, closure, **kwargs)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self.stepper is None:
+            self.optimizer.zero_grad(set_to_none=set_to_none)
+        else:
+            self.stepper.zero_grad(self.optimizer, set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"StepOptimizer({self.optimizer!r})"
+
+
+def step_scheduler(cfg: LRSchedulerConfig, module: Any, metrics: Mapping[str, Any]) -> None:
+    """Step one scheduler: with its monitored value for ReduceLROnPlateau, through an overridden
+    ``lr_scheduler_step`` when the module has one."""
+    metric = None
+    if cfg.reduce_on_plateau:
+        if cfg.monitor not in metrics:
+            if cfg.strict:
+                raise ValueError(
+                    f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged; logged: {sorted(metrics)}"
+                )
+            warnings.warn(f"ReduceLROnPlateau: {cfg.monitor!r} not logged; scheduler not stepped", stacklevel=2)
+            return
+        metric = metrics[cfg.monitor]
+    if overrides(module, "lr_scheduler_step", Module):
+        module.lr_scheduler_step(cfg.scheduler, metric)
+    elif metric is None:
+        cfg.scheduler.step()
+    else:
+        cfg.scheduler.step(metric)
