@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: set up the environment from scratch if needed, lint (ruff, and DESIGN.md's import
+# The test command: set up the environment from scratch if needed, lint (ruff, and docs/architecture.md's import
 # layers with import-linter), start the database servers the distributed-tuning tests use (PostgreSQL
 # and Redis on 127.0.0.1, installed from Debian packages when missing; stopped on exit), then run the
 # test suite.

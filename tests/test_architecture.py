@@ -1,4 +1,4 @@
-"""DESIGN.md's structural rules, checked on the source: no import cycles between Ember's files, no
+"""The structural rules of docs/architecture.md, checked on the source: no import cycles between Ember's files, no
 reading or writing of another package's ``_private`` names, and no file over 500 lines.
 
 The layer order itself is import-linter's contract in ``pyproject.toml`` (``lint-imports``, run by

@@ -1,6 +1,6 @@
 """Buffered metric writing: ``log_metrics`` appends, writes happen in batches.
 
-Per-step logging must cost next to nothing (DESIGN.md rule 1), so a logger's ``log_metrics`` only
+Per-step logging must cost next to nothing (docs/architecture.md, "Rules for speed" 1), so a logger's ``log_metrics`` only
 appends ``(step, walltime, names, values)`` to a queue; values on a device stay tensors there. About
 every ``interval`` seconds everything queued is taken at once: the device values are copied to the
 host in one non-blocking transfer per device (the logging thread writes them once the copy is done,

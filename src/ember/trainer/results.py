@@ -2,7 +2,7 @@
 
 Logging costs a dictionary lookup and a list append per call; values move to the host only when
 they are shown or written (log interval, progress-bar refresh, epoch end), all pending values of a
-store in one transfer (DESIGN.md rule 1). Epoch values are reduced with ``reduce_fx`` and weighted by
+store in one transfer (docs/architecture.md, "Rules for speed" 1). Epoch values are reduced with ``reduce_fx`` and weighted by
 batch size for the mean, folding the pending list into running tensors every ``_FOLD_EVERY`` values
 so memory stays bounded over long epochs.
 """
