@@ -1,5 +1,7 @@
 """Ignite-style logging on an Engine with every Ember logger: attach_output_handler,
-attach_opt_params_handler, attach, close — values read back from the real files/store."""
+attach_opt_params_handler, attach, close — values read back from the real files/store. Names are
+joined with "/" (TensorBoard, CSV) or with spaces (MLflow), as Ignite's handlers join them; the
+side-by-side runs against Ignite are in ``tests/compat/ignite/test_loggers_handlers.py``."""
 
 from __future__ import annotations
 
@@ -38,7 +40,11 @@ def make_logger(request, tmp_path, mlflow_dir):
         rows = csv_rows(logger.metrics_file)
         return {k: csv_series(rows, k) for k in rows[0] if k != "step" and csv_series(rows, k)}
 
+    def name(*parts: str) -> str:  # Ignite's MLflow handlers join the parts with spaces
+        return (" " if kind == "mlflow" else "/").join(parts)
+
     make.read = read
+    make.name = name
     return make
 
 
@@ -55,7 +61,9 @@ def test_output_handler_logs_the_output_at_each_iteration(make_logger):
     )
     engine.run(range(3), max_epochs=2)
     logger.close()
-    assert make_logger.read(logger) == {"training/loss": [(i + 1, v) for i, v in enumerate(losses)]}
+    assert make_logger.read(logger) == {
+        make_logger.name("training", "loss"): [(i + 1, v) for i, v in enumerate(losses)]
+    }
 
 
 def test_a_filtered_event_and_a_bare_number_output(make_logger):
@@ -66,7 +74,7 @@ def test_a_filtered_event_and_a_bare_number_output(make_logger):
     )
     engine.run(range(6), max_epochs=1)
     logger.close()
-    assert make_logger.read(logger) == {"t/output": [(2, 0.25), (4, 2.0), (6, 3.0)]}
+    assert make_logger.read(logger) == {make_logger.name("t", "output"): [(2, 0.25), (4, 2.0), (6, 3.0)]}
 
 
 def test_evaluator_metrics_at_the_trainers_epoch(make_logger):
@@ -83,7 +91,7 @@ def test_evaluator_metrics_at_the_trainers_epoch(make_logger):
     )  # fmt: skip
     trainer.run(range(5), max_epochs=2)
     logger.close()
-    assert make_logger.read(logger) == {"validation/accuracy": [(1, 0.75), (2, 1.0)]}
+    assert make_logger.read(logger) == {make_logger.name("validation", "accuracy"): [(1, 0.75), (2, 1.0)]}
 
 
 def test_opt_params_handler_logs_each_group(make_logger):
@@ -97,8 +105,8 @@ def test_opt_params_handler_logs_each_group(make_logger):
     engine.run(range(3), max_epochs=1)
     logger.close()
     assert make_logger.read(logger) == {
-        "lr/group_0": [(1, 1.0), (2, 0.5), (3, 0.25)],
-        "lr/group_1": [(1, 0.5), (2, 0.25), (3, 0.125)],
+        make_logger.name("lr", "group_0"): [(1, 1.0), (2, 0.5), (3, 0.25)],
+        make_logger.name("lr", "group_1"): [(1, 0.5), (2, 0.25), (3, 0.125)],
     }
 
 
@@ -189,3 +197,40 @@ def test_logger_as_context_manager_closes_the_run(mlflow_dir):
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient(logger.tracking_uri).get_run(logger.run_id).info.status == "FINISHED"
+
+
+def test_weights_and_grads_handlers(tmp_path):
+    from ember.loggers.tensorboard_logger import (
+        GradsHistHandler,
+        GradsScalarHandler,
+        WeightsHistHandler,
+        WeightsScalarHandler,
+    )
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    engine = Engine(lambda e, b: model(torch.ones(1, 2)).sum().backward())
+    csv = CSVLogger(tmp_path, name="csv")  # scalars go to any logger
+    csv.attach(engine, WeightsScalarHandler(model, reduction=torch.sum, whitelist=["1."]), Events.ITERATION_COMPLETED)
+    csv.attach(engine, GradsScalarHandler(model, tag="t", whitelist=lambda n, p: n == "0.bias"), Events.COMPLETED)
+    engine.run(range(2), max_epochs=1)
+    csv.close()
+    rows = csv_rows(csv.metrics_file)
+    assert csv_series(rows, "weights_sum/1/weight") == [(1, 2.0), (2, 2.0)]
+    assert csv_series(rows, "t/grads_norm/0/bias") == [(1, pytest.approx(2.0 * 2**0.5))]  # 2 backward passes
+    with pytest.raises(RuntimeError, match="needs a TensorBoard logger"):
+        WeightsHistHandler(model)(engine, csv, Events.COMPLETED)
+    tb = TensorBoardLogger(log_dir=tmp_path / "tb")
+    GradsHistHandler(model)(engine, tb, Events.EPOCH_COMPLETED)
+    tb.close()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert sorted(acc.Tags()["histograms"]) == ["grads/0/bias", "grads/0/weight", "grads/1/bias", "grads/1/weight"]
+    with pytest.raises(TypeError, match="reduction must return a number or a 0-d tensor"):
+        WeightsScalarHandler(model, reduction=lambda t: t * 2)
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        GradsScalarHandler(object())

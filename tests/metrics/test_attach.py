@@ -66,15 +66,17 @@ def run_metric(metric, batches, name="m"):
     return engine.state.metrics[name]
 
 
-def test_running_average_of_the_output_is_an_ema_kept_as_a_tensor():
+def test_running_average_of_the_output_is_an_ema_stored_as_a_number():
     outputs = [4.0, 2.0, 8.0, 1.0]
     engine = Engine(lambda engine, batch: torch.tensor(outputs[engine.state.iteration - 1]))
-    RunningAverage(output_transform=lambda out: out, alpha=0.5).attach(engine, "avg")
+    average = RunningAverage(output_transform=lambda out: out, alpha=0.5)
+    average.attach(engine, "avg")
     seen = []
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.metrics["avg"]))
     engine.run(range(2), max_epochs=2)
-    assert all(isinstance(v, torch.Tensor) for v in seen)  # no host sync per step
-    assert [float(v) for v in seen] == [4.0, 3.0, 5.5, 3.25]  # not reset at the epoch boundary
+    assert all(isinstance(v, float) for v in seen)  # as Ignite stores it
+    assert seen == [4.0, 3.0, 5.5, 3.25]  # not reset at the epoch boundary
+    assert isinstance(average.compute(), torch.Tensor)  # compute() keeps the tensor (on its device)
 
 
 def test_running_average_of_a_metric_and_per_epoch_resets():
@@ -90,6 +92,12 @@ def test_running_average_of_a_metric_and_per_epoch_resets():
 def test_running_average_arguments_are_checked():
     with pytest.raises(ValueError, match="exactly one of src"):
         RunningAverage()
+    with pytest.raises(ValueError, match="exactly one of src"):
+        RunningAverage(Accuracy(), output_transform=lambda o: o)
+    with pytest.raises(TypeError, match=r"src must be an ember\.metrics\.Metric"):
+        RunningAverage(object())
+    with pytest.warns(DeprecationWarning, match="epoch_bound"):
+        RunningAverage(output_transform=lambda o: o, epoch_bound=True)
     with pytest.raises(ValueError, match="alpha must be a number in \\(0, 1\\]"):
         RunningAverage(output_transform=lambda o: o, alpha=1.5)
     with pytest.raises(NotComputableError):

@@ -140,8 +140,10 @@ def test_bad_inputs_are_named():
         run(Accuracy(), [(LOGITS, TARGET[:4])])
     with pytest.raises(TypeError, match=r"Accuracy\.update expects \(y_pred, y\)"):
         run(Accuracy(), [LOGITS])
-    with pytest.raises(ValueError, match="average='samples' is not supported"):
-        Precision(average="samples")
+    with pytest.raises(ValueError, match="average='samples' needs multilabel input"):
+        run(Precision(average="samples"), halves())
+    with pytest.raises(ValueError, match="average='median' is not supported"):
+        Precision(average="median")
     with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
         Accuracy(num_classes=1)
     with pytest.raises(ValueError, match=r"must both be \(N, C, \.\.\.\)"):

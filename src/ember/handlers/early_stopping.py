@@ -24,7 +24,7 @@ class EarlyStopping:
     small gains must add up. ``mode="min"`` for scores that should go down.
     """
 
-    priority = Priority.EARLY_STOPPING
+    ember_priority = Priority.EARLY_STOPPING
 
     def __init__(
         self,
@@ -63,6 +63,11 @@ class EarlyStopping:
         self.counter = 0
         self.best_score: float | None = None
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+
+    def reset(self) -> None:
+        """Forget the best score and the count of calls without improvement (Ignite's ``reset``)."""
+        self.counter = 0
+        self.best_score = None
 
     def __call__(self, engine: Any) -> None:
         score = float(self.score_function(engine))

@@ -17,7 +17,7 @@ class TerminateOnNan:
     terminates the engine on a non-finite value. Checking a tensor reads it on the host, so on a GPU
     this synchronises: attach it with a filter (``every=``) where that matters."""
 
-    priority = Priority.TRAINER
+    ember_priority = Priority.TRAINER
 
     def __init__(self, output_transform: Callable[[Any], Any] = lambda x: x) -> None:
         if not callable(output_transform):

@@ -24,7 +24,12 @@ class Timer:
         self.reset()
 
     def attach(
-        self, engine: Any, start: Any = Events.STARTED, pause: Any = Events.COMPLETED, resume: Any = None, step: Any = None
+        self,
+        engine: Any,
+        start: Any = Events.STARTED,
+        pause: Any = Events.COMPLETED,
+        resume: Any = None,
+        step: Any = None,
     ) -> Timer:
         engine.add_event_handler(start, self.reset)
         if pause is not None:  # as in Ignite, the default stops the clock when the run completes

@@ -3,6 +3,10 @@ and ``global_step_from_engine``.
 
 A handler is called as ``handler(engine, logger, event_name)`` (``logger.attach`` binds the last
 two). Values stay tensors: the logger moves them to the host when it writes them.
+
+Names are joined as Ignite's handler for that logger joins them: ``"training/loss"``,
+``"lr/group_0"`` (TensorBoard, CSV), or with spaces where the logger says so with
+``engine_name_separator = " "`` (MLflow: ``"training loss"``, ``"lr group_0"``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from typing import Any
 
 import torch
 
+from ember.handlers.utils import global_step_from_engine
 from ember.loggers.send import send_metrics
+
+__all__ = ["OptimizerParamsHandler", "OutputHandler", "event_step", "global_step_from_engine", "name_separator"]
 
 _ITERATION_EVENTS = {"ITERATION_STARTED", "ITERATION_COMPLETED", "GET_BATCH_STARTED", "GET_BATCH_COMPLETED"}
 _EPOCH_EVENTS = {"STARTED", "EPOCH_STARTED", "EPOCH_COMPLETED", "COMPLETED"}
@@ -32,18 +39,14 @@ def event_step(engine: Any, event_name: Any) -> int:
     return getattr(engine.state, attr)
 
 
-def global_step_from_engine(engine: Any) -> Callable[[Any, Any], int]:
-    """A ``global_step_transform`` that reads the step from another engine: log an evaluator's
-    metrics at the trainer's epoch with ``global_step_transform=global_step_from_engine(trainer)``."""
-
-    def global_step(_: Any, event_name: Any) -> int:
-        return event_step(engine, event_name)
-
-    return global_step
+def name_separator(logger: Any) -> str:
+    """How the parts of a metric name are joined for ``logger``: ``"/"``, or its ``engine_name_separator``."""
+    return getattr(logger, "engine_name_separator", "/")
 
 
 class OutputHandler:
-    """Log engine metrics, the engine output and state attributes as ``"<tag>/<name>"`` scalars.
+    """Log engine metrics, the engine output and state attributes as ``"<tag>/<name>"`` scalars
+    (``"<tag> <name>"`` for MLflow, as Ignite).
 
     Args:
         tag: prefix of every name ("training", "validation").
@@ -54,6 +57,7 @@ class OutputHandler:
         state_attributes: names of ``engine.state`` attributes to log.
 
     Dicts nest into ``"tag/a/b"``; lists and 1-d tensors into ``"tag/name/0"``, ``"tag/name/1"``, ...
+    (with the logger's separator).
     """
 
     def __init__(
@@ -108,13 +112,14 @@ class OutputHandler:
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise TypeError(f"global_step_transform must return an int, got {step!r}")
         flat: dict[str, Any] = {}
-        _flatten(self.tag, values, flat)
+        _flatten(self.tag, values, flat, name_separator(logger))
         if flat:
             send_metrics([logger], flat, int(step))
 
 
 class OptimizerParamsHandler:
-    """Log ``param_name`` (default "lr") of each parameter group as ``"[<tag>/]<param_name>/group_<i>"``."""
+    """Log ``param_name`` (default "lr") of each parameter group as ``"[<tag>/]<param_name>/group_<i>"``
+    (``"[<tag> ]<param_name> group_<i>"`` for MLflow, as Ignite)."""
 
     def __init__(self, optimizer: Any, param_name: str = "lr", tag: str | None = None) -> None:
         if not isinstance(getattr(optimizer, "param_groups", None), Sequence):
@@ -131,24 +136,25 @@ class OptimizerParamsHandler:
         self.tag = tag
 
     def __call__(self, engine: Any, logger: Any, event_name: Any) -> None:
-        prefix = f"{self.tag}/" if self.tag else ""
+        sep = name_separator(logger)
+        prefix = f"{self.tag}{sep}" if self.tag else ""
         values = {
-            f"{prefix}{self.param_name}/group_{i}": group[self.param_name]
+            f"{prefix}{self.param_name}{sep}group_{i}": group[self.param_name]
             for i, group in enumerate(self.optimizer.param_groups)
         }
         send_metrics([logger], values, event_step(engine, event_name))
 
 
-def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
+def _flatten(key: str, value: Any, out: dict[str, Any], sep: str = "/") -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
-            _flatten(f"{key}/{k}" if key else str(k), v, out)
+            _flatten(f"{key}{sep}{k}" if key else str(k), v, out, sep)
     elif isinstance(value, torch.Tensor):
         if value.ndim == 0 or value.numel() == 1:
             out[key] = value.detach()
         elif value.ndim == 1:
             for i, v in enumerate(value.detach()):
-                out[f"{key}/{i}"] = v
+                out[f"{key}{sep}{i}"] = v
         else:
             warnings.warn(
                 f"{key!r}: a tensor of shape {tuple(value.shape)} cannot be logged as scalars; skipped", stacklevel=3
@@ -157,6 +163,6 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
         out[key] = value
     elif isinstance(value, Sequence) and not isinstance(value, str):
         for i, v in enumerate(value):
-            _flatten(f"{key}/{i}", v, out)
+            _flatten(f"{key}{sep}{i}", v, out, sep)
     else:
         warnings.warn(f"{key!r}: a {type(value).__name__} cannot be logged as a scalar; skipped", stacklevel=3)

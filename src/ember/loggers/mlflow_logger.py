@@ -13,8 +13,11 @@ Ignite's ``MLflowLogger`` (the same class)::
     mlflow_logger.attach_output_handler(trainer, Events.ITERATION_COMPLETED, tag="training",
                                         output_transform=lambda loss: {"loss": loss})
 
-(logged as ``training/loss``, as with every Ember logger; Ignite's MLflow handler writes
-``training loss``). Characters MLflow does not allow in names become ``_``, with a warning.
+(logged as ``training loss``: at the Engine level, names are joined with spaces as Ignite's MLflow
+handlers join them; the Trainer's ``self.log`` names are kept as they are). Characters MLflow does
+not allow in names become ``_``, with a warning. This module also has Ignite's
+``ignite.handlers.mlflow_logger`` names: ``OutputHandler``, ``OptimizerParamsHandler``,
+``global_step_from_engine``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ember.loggers.base import (
     plain_param,
 )
 from ember.loggers.buffer import Entry, MetricBuffer
+from ember.loggers.handlers import OptimizerParamsHandler, OutputHandler, global_step_from_engine
 from ember.optional import require
 
 _STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
@@ -67,6 +71,8 @@ class MLFlowLogger(Logger):
     """
 
     accepts_tensors = True
+    #: Engine-level handlers join name parts with spaces, as Ignite's MLflow handlers ("training loss")
+    engine_name_separator = " "
 
     def __init__(
         self,
@@ -300,3 +306,5 @@ class MLFlowLogger(Logger):
 
 
 MLflowLogger = MLFlowLogger
+
+__all__ = ["MLFlowLogger", "MLflowLogger", "OptimizerParamsHandler", "OutputHandler", "global_step_from_engine"]

@@ -15,6 +15,10 @@ Scalars are queued with their step (tensors on a device stay there) and written 
 :mod:`ember.loggers.buffer`), so logging every step stays cheap; ``save()`` writes at once.
 ``experiment`` is a ``torch.utils.tensorboard.SummaryWriter`` on the same directory, made on first
 use, for images, histograms and the rest.
+
+This module also has Ignite's ``ignite.handlers.tensorboard_logger`` names: ``OutputHandler``,
+``OptimizerParamsHandler``, ``WeightsScalarHandler``, ``WeightsHistHandler``, ``GradsScalarHandler``,
+``GradsHistHandler`` and ``global_step_from_engine``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,14 @@ from ember.loggers.base import (
     yaml_safe,
 )
 from ember.loggers.buffer import Entry, MetricBuffer
+from ember.loggers.handlers import OptimizerParamsHandler, OutputHandler, global_step_from_engine
 from ember.loggers.tfevents import EventFile, purge_event, scalar_records
+from ember.loggers.weights_handlers import (
+    GradsHistHandler,
+    GradsScalarHandler,
+    WeightsHistHandler,
+    WeightsScalarHandler,
+)
 from ember.optional import require
 
 _WRITER_KWARGS = ("comment", "purge_step", "max_queue", "filename_suffix")
@@ -270,3 +281,15 @@ class TensorBoardLogger(Logger):
 
 
 TensorboardLogger = TensorBoardLogger
+
+__all__ = [
+    "GradsHistHandler",
+    "GradsScalarHandler",
+    "OptimizerParamsHandler",
+    "OutputHandler",
+    "TensorBoardLogger",
+    "TensorboardLogger",
+    "WeightsHistHandler",
+    "WeightsScalarHandler",
+    "global_step_from_engine",
+]
