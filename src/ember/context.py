@@ -48,6 +48,8 @@ class RunContext(Protocol):
 
     @property
     def num_val_batches(self) -> list[int | None]: ...
+    val_check_interval: int | float
+    check_val_every_n_epoch: int | None
     @property
     def val_check_batch(self) -> int | None: ...
     @property

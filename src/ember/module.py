@@ -12,7 +12,6 @@ the map of where each hook fires.
 from __future__ import annotations
 
 import inspect
-import numbers
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,46 +20,9 @@ import torch
 from torch import nn
 
 from ember.context import RunContext
+from ember.hyperparameters import AttributeDict, init_arguments, plain_hyperparameters
 from ember.runtime.clipping import check_clip_algorithm, clip_gradients, optimizer_parameters
 from ember.runtime.precision import apply_to_tensors
-
-
-class AttributeDict(dict):
-    """A dict whose keys read as attributes: ``self.hparams.lr``."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(f"no hyperparameter named {key!r}; known: {sorted(self)}") from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self[key] = value
-
-
-def _is_plain(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, str, numbers.Number)):
-        return not isinstance(value, complex)
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def plain_hyperparameters(values: Mapping[str, Any], owner: str) -> dict[str, Any]:
-    """Keep the plain values (numbers, strings, bools, None, lists/dicts of them); warn about the rest."""
-    kept: dict[str, Any] = {}
-    for key, value in values.items():
-        if _is_plain(value):
-            kept[key] = list(value) if isinstance(value, tuple) else value
-        else:
-            warnings.warn(
-                f"{owner}.save_hyperparameters(): {key!r} is a {type(value).__name__}, not a plain value; "
-                f"it is not saved and must be passed again when loading (e.g. load_from_checkpoint(..., {key}=...))",
-                stacklevel=3,
-            )
-    return kept
 
 
 def logged_hyperparameters(owner: Any) -> dict[str, Any]:
@@ -117,7 +79,10 @@ class Module(nn.Module):
     # each class's bases, so a subclass's own lists add to these): the properties are not compiled
     # (``trainer`` raises outside a Trainer), and the attributes typed ``Any`` or set only for training
     # are not typed.
-    __jit_unused_properties__ = ["trainer", "current_epoch", "global_step", "device", "dtype", "hparams"]
+    __jit_unused_properties__ = [
+        "trainer", "current_epoch", "global_step", "global_rank", "local_rank", "logger", "loggers", "device", "dtype",
+        "hparams",
+    ]  # fmt: skip
     __jit_ignored_attributes__ = [
         "trainer",
         "automatic_optimization",
@@ -154,6 +119,27 @@ class Module(nn.Module):
         return self._trainer.global_step if self._trainer is not None else 0
 
     @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes (0 when not attached to a Trainer)."""
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine (0 when not attached to a Trainer)."""
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Any:
+        """The Trainer's first logger, or None."""
+        loggers = self.loggers
+        return loggers[0] if loggers else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        """The Trainer's loggers ([] when not attached)."""
+        return list(self._trainer.loggers) if self._trainer is not None else []
+
+    @property
     def device(self) -> torch.device:
         for t in self.parameters():
             return t.device
@@ -183,29 +169,17 @@ class Module(nn.Module):
         ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         if len(args) == 1 and isinstance(args[0], Mapping):
             values = dict(args[0])
+        elif len(args) == 1 and not isinstance(args[0], str) and hasattr(args[0], "__dict__"):
+            values = dict(vars(args[0]))  # an argparse.Namespace (or another plain object)
         else:
-            frame = inspect.currentframe()
-            caller = frame.f_back if frame is not None else None
-            if caller is None:
-                raise RuntimeError("save_hyperparameters() could not see the calling __init__")
-            init_locals = caller.f_locals
-            params = inspect.signature(type(self).__init__).parameters
-            names = [p for p in params if p != "self"]
+            values = init_arguments(self, inspect.currentframe())
             if args:
-                unknown = [a for a in args if not isinstance(a, str) or a not in names]
+                unknown = [a for a in args if not isinstance(a, str) or a not in values]
                 if unknown:
-                    raise ValueError(f"save_hyperparameters(): {unknown} are not arguments of __init__ ({names})")
-                names = list(args)
-            values = {}
-            for name in names:
-                p = params.get(name)
-                if p is not None and p.kind is inspect.Parameter.VAR_KEYWORD:
-                    values.update(init_locals.get(name, {}))
-                elif p is not None and p.kind is inspect.Parameter.VAR_POSITIONAL:
-                    continue
-                elif name in init_locals:
-                    values[name] = init_locals[name]
-            del frame, caller
+                    raise ValueError(
+                        f"save_hyperparameters(): {unknown} are not arguments of __init__ ({sorted(values)})"
+                    )
+                values = {name: values[name] for name in args}
         values = {k: v for k, v in values.items() if k not in ignored}
         self.hparams.update(plain_hyperparameters(values, type(self).__name__))
         object.__setattr__(self, "_log_hyperparams", logger)
@@ -248,9 +222,13 @@ class Module(nn.Module):
         """
         trainer = self._trainer
         if trainer is None:
-            warnings.warn(f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2)
+            warnings.warn(
+                f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2
+            )
             return
-        trainer.log_value(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
+        trainer.log_value(
+            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx
+        )
 
     def log_dict(
         self,
@@ -266,7 +244,9 @@ class Module(nn.Module):
     ) -> None:
         """:meth:`log` every item of ``dictionary``."""
         for name, value in dictionary.items():
-            self.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx)
+            self.log(
+                name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx
+            )
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` only on the process of global rank zero."""
@@ -438,10 +418,28 @@ class Module(nn.Module):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
     def setup(self, stage: str) -> None: ...
     def teardown(self, stage: str) -> None: ...
+    def configure_model(self) -> None:
+        """Build layers here to create them on the target device (or sharded); called after ``setup``."""
+
+    def on_validation_model_eval(self) -> None:
+        """Called as validation starts: puts the module in eval mode (override to keep parts training)."""
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        """Called as validation ends. Not overridden, every submodule's own mode from before is restored."""
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        """Called as testing starts: puts the module in eval mode."""
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        """Called as testing ends. Not overridden, every submodule's own mode from before is restored."""
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        """Called as prediction starts: puts the module in eval mode."""
+        self.eval()
 
 
-HOOK_NAMES = tuple(
-    name
-    for name in vars(Module)
-    if name.startswith("on_") or name in ("setup", "teardown")
-)
+HOOK_NAMES = tuple(name for name in vars(Module) if name.startswith("on_") or name in ("setup", "teardown"))

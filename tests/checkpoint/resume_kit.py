@@ -96,16 +96,22 @@ class CrashAt(Callback):
 
 
 class CrashAtEpochEnd(Callback):
-    """Raises :class:`Crash` in ``on_train_epoch_end`` of epoch ``epoch`` (0-based), after checkpointing."""
-
-    priority = -10_000  # after ModelCheckpoint
+    """Raises :class:`Crash` once epoch ``epoch`` (0-based) has ended and been checkpointed: at the
+    next epoch's start, or as training ends if that was the last epoch. (A plain callback's
+    ``on_train_epoch_end`` runs before ModelCheckpoint's, as in Lightning, so the crash comes later.)"""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise Crash(f"simulated crash at the end of epoch {self.epoch}")
+    def _maybe_crash(self, trainer: Any) -> None:
+        if trainer.current_epoch == self.epoch + 1:
+            raise Crash(f"simulated crash after the end of epoch {self.epoch}")
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        self._maybe_crash(trainer)
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._maybe_crash(trainer)
 
 
 class SaveAt(Callback):

@@ -332,3 +332,20 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path: Path) -> None:
     trainer = quiet(tmp_path, max_epochs=3)  # a larger max_epochs extends it
     trainer.fit(model, make_loader(), make_loader(shuffle=False), ckpt_path="last")
     assert len(calls) == 10 and trainer.global_step == 30
+
+
+@pytest.mark.parametrize("checkpoint_on", ["validation", "validation-end"])
+def test_resume_is_exact_when_a_checkpoint_falls_on_a_validation(tmp_path: Path, checkpoint_on: str) -> None:
+    """Validation inside fit draws from the global RNG (its loader's iterator), so it must leave
+    the training RNG stream as it was: a checkpoint written just before a validation (every 5 steps
+    with validation every 5 batches) or during it (ModelCheckpoint on_validation_end) resumes
+    bitwise, with dropout and shuffled data."""
+    model_kwargs, loader_kwargs = {"dropout": 0.3}, {"shuffle": True}
+    trainer_kwargs = {"max_epochs": 2, "val_check_interval": 5, "num_sanity_val_steps": 2}
+    expected = uninterrupted(tmp_path / "a", model_kwargs, loader_kwargs, trainer_kwargs)
+    if checkpoint_on == "validation":
+        ckpt = ModelCheckpoint(dirpath=tmp_path / "b" / "ckpts", every_n_train_steps=5, save_top_k=-1)
+    else:  # monitors val_loss: saved in on_validation_end, while validation's RNG draws are in effect
+        ckpt = ModelCheckpoint(dirpath=tmp_path / "b" / "ckpts", monitor="val_loss", save_top_k=-1)
+    got, _ = interrupted_then_resumed(tmp_path / "b", model_kwargs, loader_kwargs, trainer_kwargs, CrashAt(13), ckpt)
+    assert_same_state(got, expected, f"checkpoint on {checkpoint_on}")

@@ -222,7 +222,36 @@ def collectives(local_rank: int, out: str) -> None:
     Path(out, f"parallel_rank{rank}.json").write_text(json.dumps(info))
 
 
+def rank_local_stop(out: Path) -> None:
+    """Only rank 0 asks to stop: after its second mid-epoch validation (an EarlyStopping on a metric
+    that was not synced would do this) and, in the second fit, in on_train_batch_end of step 3.
+    Every process must stop at the same step, with no collective left waiting."""
+    rank = int(os.environ.get("RANK", "0"))
+
+    class StopOnRankZero(ember.Callback):
+        def __init__(self, at: str) -> None:
+            self.at, self.validations = at, 0
+
+        def on_validation_end(self, trainer: Any, module: Any) -> None:
+            self.validations += 1
+            if self.at == "validation" and rank == 0 and self.validations == 2:
+                trainer.should_stop = True
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if self.at == "batch" and rank == 0 and trainer.global_step == 3:
+                trainer.should_stop = True
+
+    found = {}
+    for at in ("validation", "batch"):
+        options = trainer_options(out, devices=2, strategy="ddp", max_epochs=5, val_check_interval=2, log_every_n_steps=2)
+        trainer = ember.Trainer(**options, callbacks=[StopOnRankZero(at)])
+        trainer.fit(make_model(), train_loader(PER_RANK_BATCH), val_loader())
+        found[at] = {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+    (out / f"stop_rank{rank}.json").write_text(json.dumps(found))
+
+
 MODES = {
+    "rank_local_stop": rank_local_stop,
     "launcher": launcher,
     "torchrun": torchrun_main,
     "nodes": two_nodes,

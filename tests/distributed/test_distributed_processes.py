@@ -97,6 +97,15 @@ def test_trainer_devices_2_from_a_plain_script_matches_one_process(tmp_path, ref
     assert again["results"][0]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], rel=1e-5)
 
 
+def test_a_stop_decided_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    proc = run([sys.executable, JOB, "rank_local_stop", str(tmp_path)], timeout=240)
+    assert_ok(proc)
+    ranks = [json.loads((tmp_path / f"stop_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["validation"]["global_step"] < 5 * 4  # it stopped early (not max_epochs)
+    assert ranks[0]["batch"]["global_step"] <= 2 + 3  # agreed within log_every_n_steps of the request
+
+
 def test_a_failing_rank_ends_every_process_with_its_error(tmp_path):
     start = time.monotonic()
     proc = run([sys.executable, JOB, "fault", str(tmp_path)], timeout=120)

@@ -18,7 +18,6 @@ from helpers import HookModule, HookRecorder, LinearModel, loader, quiet_trainer
     ("kwargs", "error"),
     [
         ({"max_epochs": -2}, ValueError),
-        ({"max_epochs": 0}, ValueError),
         ({"max_epochs": 1.5}, ValueError),
         ({"min_epochs": -1}, ValueError),
         ({"max_steps": 0}, ValueError),
@@ -245,3 +244,41 @@ def test_limit_fraction_on_a_loader_without_length_is_rejected_for_eval(tmp_path
 
     with pytest.raises(ValueError, match="limit_test_batches"):
         quiet_trainer(tmp_path, limit_test_batches=0.5).test(LinearModel(), DataLoader(Stream(16), batch_size=8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"callbacks": 5}, r"callbacks\[0\]=5 must be a callback instance"),
+        ({"callbacks": [object()]}, r"callbacks\[0\]=<object object at .*> must be a callback instance"),
+        ({"min_epochs": 5, "max_epochs": 2}, "min_epochs=5 is more than max_epochs=2"),
+        ({"min_steps": 50, "max_steps": 10}, "min_steps=50 is more than max_steps=10"),
+    ],
+)
+def test_inconsistent_or_non_callback_arguments_fail_at_construction(tmp_path, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        ember.Trainer(default_root_dir=tmp_path, **kwargs)
+
+
+def test_validate_and_predict_after_fit_leave_no_event_file_open(tmp_path):
+    pytest.importorskip("tensorboard")
+    import os
+
+    from ember.loggers import TensorBoardLogger
+    from helpers import LinearModel, loader
+
+    def open_event_files() -> list[str]:
+        paths = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+        return [p for p in paths if "tfevents" in p and p.startswith(str(tmp_path))]
+
+    logger = TensorBoardLogger(tmp_path)
+    trainer = ember.Trainer(
+        default_root_dir=tmp_path, logger=logger, max_epochs=1, enable_progress_bar=False, enable_model_summary=False
+    )
+    model = LinearModel()
+    trainer.fit(model, loader(16))
+    assert open_event_files() == []  # fit closes its files
+    trainer.validate(model, loader(16), verbose=False)
+    assert open_event_files() == []  # and so does every other stage
+    trainer.predict(model, loader(16))
+    assert open_event_files() == []

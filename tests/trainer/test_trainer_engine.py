@@ -23,7 +23,8 @@ def test_filtered_user_handler_on_the_train_engine_fires_on_the_expected_iterati
         fired.append((engine.state.iteration, engine.state.epoch, trainer.global_step, type(engine.state.output)))
 
     trainer.fit(LinearModel(), loader(40, batch_size=8))  # 5 iterations per epoch
-    assert fired == [(i, 1 if i <= 5 else 2, i, torch.Tensor) for i in (2, 4, 6, 8, 10)]
+    # state.output is what on_train_batch_end receives (Lightning's outputs): {"loss": detached loss}
+    assert fired == [(i, 1 if i <= 5 else 2, i, dict) for i in (2, 4, 6, 8, 10)]
     assert trainer.engine is trainer.train_engine
     assert trainer.engine.has_event_handler(every_other)  # user handlers stay attached
 
@@ -46,7 +47,7 @@ def test_user_handler_sees_the_trainer_state_after_the_step(tmp_path):
 
     model = Model()
     trainer = quiet_trainer(tmp_path, max_epochs=1)
-    trainer.engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output.detach()))
+    trainer.engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"]))
     trainer.fit(model, loader(32))
     assert torch.equal(torch.stack(losses), torch.stack(model.train_losses))
 

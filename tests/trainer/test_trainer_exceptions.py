@@ -147,5 +147,5 @@ def test_logs_are_flushed_when_fit_fails(tmp_path):
     with pytest.raises(Boom):
         trainer.fit(LogsThenFails("training_step", at=3), loader(64))
     text = logger.metrics_file.read_text().splitlines()
-    assert text[0].split(",") == ["step", "loss"]
-    assert [line.split(",")[0] for line in text[1:]] == ["1", "2", "3"]
+    assert text[0].split(",") == ["step", "loss", "epoch"]
+    assert [line.split(",")[0] for line in text[1:]] == ["0", "1", "2"]

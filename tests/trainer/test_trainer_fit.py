@@ -414,8 +414,9 @@ def test_val_check_interval_int(tmp_path):
     model = CountingModel()
     trainer = quiet_trainer(tmp_path, max_epochs=1, val_check_interval=3, num_sanity_val_steps=0)
     trainer.fit(model, loader(64, batch_size=8), loader(16, batch_size=8))
-    # after batches 3 and 6, and (Ember always validates at the end of a due epoch) after batch 8
-    assert [step for step, _ in model.val_runs] == [3, 6, 8]
+    # after batches 3 and 6 only: as in Lightning, the epoch's end validates when its last batch is a
+    # validation batch (tests/compat/lightning/test_lightning_validation.py checks it against Lightning)
+    assert [step for step, _ in model.val_runs] == [3, 6]
 
 
 def test_check_val_every_n_epoch(tmp_path):
@@ -467,7 +468,7 @@ def test_fast_dev_run(tmp_path, fast, n):
     assert not (tmp_path / "ember_logs").exists()
 
 
-def test_validation_data_needs_a_validation_step(tmp_path):
+def test_validation_data_without_a_validation_step_is_skipped(tmp_path):
     class NoVal(nn.Module):
         def __init__(self):
             super().__init__()
@@ -482,9 +483,11 @@ def test_validation_data_needs_a_validation_step(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     model = NoVal()
-    with pytest.raises(TypeError, match="validation_step"):
-        quiet_trainer(tmp_path, max_epochs=1).fit(model, loader(16), loader(16))
-    assert model.steps == 0
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    with pytest.warns(UserWarning, match="validation_step"):  # as Lightning: skipped, with a warning
+        trainer.fit(model, loader(16), loader(16))
+    assert model.steps == 2
+    assert trainer.num_val_batches == []
 
 
 def test_loaders_from_the_module(tmp_path):

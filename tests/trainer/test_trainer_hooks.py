@@ -8,6 +8,8 @@ import torch
 
 import ember
 from ember.callbacks.callback import Callback
+from ember.callbacks.early_stopping import EarlyStopping
+from ember.callbacks.model_checkpoint import ModelCheckpoint
 from helpers import CALLBACK_HOOKS, MODULE_HOOKS, HookModule, HookRecorder, LinearModel, loader, quiet_trainer
 
 CBS = ("cb1", "cb2")
@@ -19,8 +21,9 @@ def start(hook: str, cbs=CBS, module: bool = True) -> list[tuple[str, str]]:
 
 
 def end(hook: str, cbs=CBS, module: bool = True) -> list[tuple[str, str]]:
-    """An ``*_end`` hook: the module first, so callbacks see what it logged."""
-    return ([("module", hook)] if module else []) + [(c, hook) for c in cbs]
+    """An ``*_end`` hook: as in Lightning, callbacks first too (only the monitoring callbacks,
+    ModelCheckpoint and EarlyStopping, run after the module on on_train_epoch_end)."""
+    return [(c, hook) for c in cbs] + ([("module", hook)] if module else [])
 
 
 def mod(*hooks: str) -> list[tuple[str, str]]:
@@ -44,10 +47,11 @@ def train_batch(cbs=CBS, optimizer_step: bool = True, zero_grad: bool = True) ->
 
 
 def eval_run(prefix: str, step: str, batches: int, cbs=CBS) -> list[tuple[str, str]]:
-    seq = start(f"on_{prefix}_start", cbs) + start(f"on_{prefix}_epoch_start", cbs)
+    seq = mod(f"on_{prefix}_model_eval") + start(f"on_{prefix}_start", cbs) + start(f"on_{prefix}_epoch_start", cbs)
     for _ in range(batches):
         seq += transfer() + start(f"on_{prefix}_batch_start", cbs) + mod(step) + end(f"on_{prefix}_batch_end", cbs)
-    return seq + end(f"on_{prefix}_epoch_end", cbs) + end(f"on_{prefix}_end", cbs)
+    seq += end(f"on_{prefix}_epoch_end", cbs) + end(f"on_{prefix}_end", cbs)
+    return seq + (mod(f"on_{prefix}_model_train") if prefix != "predict" else [])
 
 
 def make(tmp_path, log, callbacks=None, **kwargs):
@@ -162,23 +166,28 @@ def test_callbacks_run_by_priority_then_list_order(tmp_path):
     order = ("hi", "a", "b", "lo")
     assert [who for who, h in log if h == "on_train_start"] == [*order, "module"]
     assert [who for who, h in log if h == "on_before_backward"] == [*order, "module"]
-    assert [who for who, h in log if h == "on_train_batch_end"] == ["module", *order]
-    assert [who for who, h in log if h == "on_fit_end"] == ["module", *order]
+    assert [who for who, h in log if h == "on_train_batch_end"] == [*order, "module"]
+    assert [who for who, h in log if h == "on_fit_end"] == [*order, "module"]
 
 
-def test_callback_end_hook_sees_what_the_module_logged_in_its_end_hook(tmp_path):
+def test_monitoring_callbacks_see_what_the_module_logged_in_on_train_epoch_end(tmp_path):
     seen = []
 
     class Logs(LinearModel):
         def on_train_epoch_end(self):
             self.log("from_module", torch.tensor(float(self.current_epoch) + 7.0))
 
-    class Reader(ember.Callback):
+    class Reader(ember.Callback):  # a plain callback runs before the module, as in Lightning
         def on_train_epoch_end(self, trainer, module):
-            seen.append(float(trainer.callback_metrics["from_module"]))
+            seen.append(float(trainer.callback_metrics.get("from_module", -1.0)))
 
-    quiet_trainer(tmp_path, max_epochs=2, callbacks=[Reader()]).fit(Logs(), loader(16))
-    assert seen == [7.0, 8.0]
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="from_module", mode="max")
+    early = EarlyStopping(monitor="from_module", mode="max", patience=5)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[Reader(), ckpt, early], enable_checkpointing=True)
+    trainer.fit(Logs(), loader(16))
+    assert seen == [-1.0, 7.0]  # the value of the epoch before
+    assert float(ckpt.best_model_score) == 8.0  # ModelCheckpoint ran after the module
+    assert float(early.best_score) == 8.0
 
 
 def test_configure_callbacks_adds_and_replaces(tmp_path):
@@ -246,7 +255,7 @@ def test_hooks_not_overridden_are_never_called(tmp_path, monkeypatch):
         "train_completed": 1,  # only the Trainer's own (logging, validation scheduling, stop checks)
         "train_get_batch": 0,  # CPU, no transfer hooks: batches are not touched
         "val_started": 0,
-        "val_completed": 0,
+        "val_completed": 1,  # only the loop's own: it writes evaluation step values (Lightning's rows)
     }
 
 
@@ -315,4 +324,4 @@ def test_train_batch_end_gets_the_training_step_output(tmp_path):
             outputs.append((type(out), batch_idx))
 
     quiet_trainer(tmp_path, max_epochs=1, callbacks=[Rec()]).fit(LinearModel(), loader(16))
-    assert outputs == [(torch.Tensor, 0), (torch.Tensor, 1)]
+    assert outputs == [(dict, 0), (dict, 1)]  # Lightning's {"loss": detached loss}

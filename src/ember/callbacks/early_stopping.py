@@ -74,7 +74,8 @@ class EarlyStopping(Callback):
     def _at_epoch_end(self, trainer: Any) -> bool:
         if self.check_on_train_epoch_end is not None:
             return self.check_on_train_epoch_end
-        return trainer.val_check_batch is None
+        # as Lightning: validating several times an epoch, or not every epoch, checks after validation
+        return trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
 
     def _check(self, trainer: Any) -> None:
         metrics = trainer.callback_metrics

@@ -8,6 +8,9 @@ import importlib.util
 import os
 from typing import Any
 
+import torch
+
+from ember.callbacks.callback import Callback
 from ember.callbacks.model_summary import ModelSummary
 from ember.callbacks.progress import ProgressBar
 from ember.loggers.csv_logger import CSVLogger
@@ -57,22 +60,31 @@ def batch_limits(train: Any, val: Any, test: Any, predict: Any) -> dict[str, int
         ("test", "test", test),
         ("predict", "predict", predict),
     )
-    return {stage: check_limit(f"limit_{name}_batches", value) for stage, name, value in named}
+    # None is Lightning's default: all batches
+    return {
+        stage: check_limit(f"limit_{name}_batches", 1.0 if value is None else value) for stage, name, value in named
+    }
 
 
 def stopping_limits(max_epochs: Any, min_epochs: Any, max_steps: Any, min_steps: Any, max_time: Any) -> tuple:
     """``(max_epochs, min_epochs, max_steps, min_steps, max_time in seconds)``, checked."""
     if max_steps == -1:  # Lightning's spelling of "no limit"
         max_steps = None
+    endless = max_epochs == -1  # Lightning's spelling of "train until something else stops it"
+    if endless:
+        max_epochs = None
     limits = (
-        int_arg("max_epochs", max_epochs, 1, allow_none=True),
+        int_arg("max_epochs", max_epochs, 0, allow_none=True),
         int_arg("min_epochs", min_epochs, 0, allow_none=True),
         int_arg("max_steps", max_steps, 1, allow_none=True),
         int_arg("min_steps", min_steps, 0, allow_none=True),
         parse_max_time(max_time),
     )
-    if limits[0] is None and limits[2] is None and limits[4] is None:
+    if limits[0] is None and limits[2] is None and limits[4] is None and not endless:
         raise ValueError("max_epochs=None needs max_steps or max_time, or training would never end")
+    for low, high, names in ((limits[1], limits[0], "epochs"), (limits[3], limits[2], "steps")):
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_{names}={low} is more than max_{names}={high}; the run could never satisfy both")
     return limits
 
 
@@ -84,6 +96,18 @@ def check_val_check_interval(value: Any) -> int | float:
     if isinstance(value, int) and value < 1:
         raise ValueError(f"val_check_interval={value!r}: a batch count must be >= 1")
     return value
+
+
+def check_val_every_n_epoch(value: Any, val_check_interval: int | float) -> int | None:
+    """An int >= 1, or None (validation every ``val_check_interval`` batches across epochs, which must be an int)."""
+    if value is None:
+        if isinstance(val_check_interval, float):
+            raise ValueError(
+                f"check_val_every_n_epoch=None counts val_check_interval in batches across epochs; "
+                f"val_check_interval={val_check_interval!r} must be an int then"
+            )
+        return None
+    return int_arg("check_val_every_n_epoch", value, 1)
 
 
 def check_gradient_clipping(clip_val: Any, algorithm: Any) -> tuple[float | None, str]:
@@ -104,6 +128,18 @@ def check_root_dir(value: Any) -> str:
     return os.fspath(value)
 
 
+def apply_deterministic(value: Any) -> bool | str:
+    """``deterministic``: True (deterministic algorithms, an error where torch has none), "warn"
+    (a warning instead) or False."""
+    if not isinstance(value, bool) and value != "warn":
+        raise TypeError(f"deterministic must be True, False or 'warn', got {value!r}")
+    if value:
+        # cuBLAS needs a fixed workspace for deterministic matmuls on CUDA (as Lightning sets it)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=value == "warn")
+    return value
+
+
 def fast_dev_run_batches(value: Any) -> int:
     """How many batches ``fast_dev_run`` runs (0: off)."""
     if isinstance(value, bool):
@@ -119,15 +155,20 @@ def init_callbacks(callbacks: Any, progress: bool, summary: bool) -> list[Any]:
         callbacks = [callbacks]
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
-        if isinstance(cb, (type, str)) or cb is None:
+        if isinstance(cb, (type, str)) or cb is None or not (isinstance(cb, Callback) or _has_a_hook(cb)):
             raise TypeError(
-                f"callbacks[{i}]={cb!r} must be a callback instance (e.g. EarlyStopping(...)), not {type(cb).__name__}"
+                f"callbacks[{i}]={cb!r} must be a callback instance (an ember.Callback such as EarlyStopping(...), "
+                f"or an object with Callback hooks), not {type(cb).__name__}"
             )
     if progress and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(ProgressBar())
     if summary and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(ModelSummary())
     return callbacks
+
+
+def _has_a_hook(obj: Any) -> bool:
+    return any(callable(getattr(obj, name, None)) for name in vars(Callback) if name.startswith("on_"))
 
 
 def init_loggers(logger: Any, root_dir: str) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -119,17 +118,27 @@ class EvalData:
                 yield batch
 
 
-def val_check_batch(val_check_interval: int | float, train_batches: int | None) -> int | None:
-    """Every how many training batches validation runs inside an epoch (None: only at epoch end)."""
+def val_check_batch(val_check_interval: int | float, train_batches: int | None, every_n_epochs: int | None) -> int | None:
+    """Every how many training batches validation runs (as Lightning's ``trainer.val_check_batch``);
+    None: at the end of each epoch only (a fraction of 1.0, or an epoch of unknown length)."""
     if isinstance(val_check_interval, float):
-        if val_check_interval == 1.0:
-            return None
         if train_batches is None:
+            if val_check_interval == 1.0:
+                return None
             raise ValueError(
                 f"val_check_interval={val_check_interval} is a fraction, but the training loader has no length; "
                 "give an int number of batches"
             )
-        return max(1, math.floor(train_batches * val_check_interval))
+        batches = max(1, int(train_batches * val_check_interval))
+        return None if batches == train_batches else batches
+    if every_n_epochs is not None and train_batches is not None and val_check_interval > train_batches:
+        raise ValueError(
+            f"val_check_interval={val_check_interval} is more than the {train_batches} training batches of an epoch; "
+            "use at most that many, set limit_val_batches=0 to turn validation off, or check_val_every_n_epoch=None "
+            "to count batches across epochs"
+        )
+    if every_n_epochs is not None and val_check_interval == train_batches:
+        return None
     return val_check_interval
 
 

@@ -15,8 +15,10 @@ import torch
 from ember.engine import Engine, Events, Priority
 from ember.trainer.data import EvalData, batch_transfer
 from ember.trainer.hooks import Dispatch
+from ember.trainer.views import RunningStage
 
 HOOK_PREFIX = {"validate": "validation", "test": "test", "predict": "predict"}
+RUNNING_STAGE = {"validate": RunningStage.VALIDATING, "test": RunningStage.TESTING, "predict": RunningStage.PREDICTING}
 STEP_NAME = {"validate": "validation_step", "test": "test_step", "predict": "predict_step"}
 _DL_SUFFIX = re.compile(r"/dataloader_idx_(\d+)$")
 
@@ -31,6 +33,10 @@ class EvalLoop:
         self.engine = Engine(self.unattached)
         self.data: EvalData | None = None
         self.predictions: list[list[Any]] = []
+        self.loaders: list[Any] = []  # of the running (or last) pass
+        self.seen_batches: dict[int, int] = {}  # per loader, for step rows (reset per fit / per call)
+        self.result_dataloaders: dict[str, frozenset[int]] = {}
+        self.counts: list[int | None] = []
         self.results: dict[str, float] = {}
         self._handles: list[Any] = []
 
@@ -43,6 +49,7 @@ class EvalLoop:
     def attach(self, module: Any, dispatch: Dispatch) -> None:
         tr = self.trainer
         self.module, self.dispatch = module, dispatch
+        self.seen_batches = {}
         p = self.prefix
         step_fn = tr.precision_plugin.wrap(getattr(module, STEP_NAME[self.stage]))
         loop = self
@@ -74,8 +81,7 @@ class EvalLoop:
         on(Events.EPOCH_STARTED, self._on_epoch_started)
         if dispatch.calls(f"on_{p}_batch_start"):
             on(Events.ITERATION_STARTED, self._batch_hook(f"on_{p}_batch_start", with_output=False))
-        if dispatch.calls(f"on_{p}_batch_end"):
-            on(Events.ITERATION_COMPLETED, self._batch_hook(f"on_{p}_batch_end", with_output=True))
+        on(Events.ITERATION_COMPLETED, self._batch_end(f"on_{p}_batch_end"))
         on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
         on(Events.COMPLETED, lambda e: self._call_level(f"on_{p}_end"))
         self._handles.append(
@@ -107,6 +113,27 @@ class EvalLoop:
         self._call_level(f"on_{self.prefix}_epoch_start")
         ctx.epoch_level = False
 
+    def _batch_end(self, hook: str) -> Any:
+        """``on_*_batch_end``, then the batch's step values to the loggers (as Lightning: every batch,
+        at a step counting each loader's batches over the fit or the validate/test call)."""
+        hooks = self._batch_hook(hook, with_output=True) if self.dispatch.calls(hook) else None
+        logging = self.trainer._logging
+        loop = self
+
+        def batch_end(engine: Engine) -> None:
+            if hooks is not None:
+                hooks(engine)
+            if loop.trainer.sanity_checking:
+                return
+            idx = loop.data.dataloader_idx
+            seen = loop.seen_batches.get(idx, 0)
+            store = logging.ctx.store
+            if store is not None and store.step_dirty:
+                logging.flush_steps(seen)
+            loop.seen_batches[idx] = seen + 1
+
+        return batch_end
+
     def _batch_hook(self, hook: str, with_output: bool) -> Any:
         calls = self.dispatch.calls(hook)
         loop = self
@@ -128,8 +155,10 @@ class EvalLoop:
         tr = self.trainer
         self._call_level(f"on_{self.prefix}_epoch_end")
         if self.stage != "predict":
-            epoch = tr.current_epoch if tr.fitting else None
-            self.results = tr._logging.finish_epoch(tr._logging.ctx.store, tr.global_step, epoch)
+            progress = tr.fit_progress  # as Lightning: the fit's logging step (before the last batch's, inside fit)
+            step = progress.log_step if tr.fitting else progress.batches_stepped
+            self.results = tr._logging.finish_epoch(tr._logging.ctx.store, step, tr.current_epoch)
+            self.result_dataloaders = dict(tr._logging.result_dataloaders)
             tr._logging.save_loggers()
 
     # ------------------------------------------------------------------ running
@@ -138,32 +167,47 @@ class EvalLoop:
         """One pass over ``loaders`` (``counts`` batches each); hooks and logging as attached."""
         tr = self.trainer
         self.data = data = EvalData(loaders, counts)
+        self.loaders, self.counts = list(loaders), list(counts)
         self.predictions = [[] for _ in loaders]
         self.results = {}
         if data.total == 0:
             return
         tr._eval_total_batches = data.total
         module = self.module
-        was_training = module.training
+        modes = [(m, m.training) for m in module.modules()]  # each submodule's own (a frozen one stays frozen)
         logging_stage = "validate" if self.stage == "validate" else self.stage
         saved = tr._logging.enter(logging_stage, self.engine, multi_dataloader=len(loaders) > 1)
+        saved_stage, tr.state.stage = tr.state.stage, RUNNING_STAGE[self.stage] if not tr.sanity_checking else RunningStage.SANITY_CHECKING
         grad_context = torch.inference_mode() if tr.inference_mode else torch.no_grad()
         try:
-            module.eval()
+            to_eval = self.dispatch.module_hook(f"on_{self.prefix}_model_eval")
+            if to_eval is not None:
+                to_eval()
+            else:
+                module.eval()
             with grad_context:
                 self.engine.run(data, max_epochs=1, epoch_length=data.total)
         finally:
             tr._logging.restore(saved)
-            module.train(was_training)
+            tr.state.stage = saved_stage
+            to_train = self.dispatch.module_hook(f"on_{self.prefix}_model_train") if self.stage != "predict" else None
+            if to_train is not None:
+                to_train()
+            else:
+                for m, training in modes:
+                    m.training = training
 
     def results_per_dataloader(self, n: int) -> list[dict[str, float]]:
-        """Split this run's results by the ``/dataloader_idx_N`` suffix (shared names go to all)."""
+        """Split this run's results by loader: a ``/dataloader_idx_N`` key goes to loader N, a key
+        logged without it to the loaders that logged it (epoch-level hooks' keys go to all)."""
         out: list[dict[str, float]] = [{} for _ in range(n)]
         for key, value in self.results.items():
             m = _DL_SUFFIX.search(key)
             if m is not None and int(m.group(1)) < n:
                 out[int(m.group(1))][key] = value
-            else:
-                for d in out:
+                continue
+            owners = self.result_dataloaders.get(key)
+            for i, d in enumerate(out):
+                if owners is None or i in owners:
                     d[key] = value
         return out

@@ -9,18 +9,23 @@ does not use; the optimizer step itself is :mod:`ember.trainer.stepping`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
-from ember.checkpoint.rng import restore_rng_states
+import torch
+
+from ember.checkpoint.rng import capture_rng_states, restore_rng_states
 from ember.engine import Events, Priority
 from ember.trainer.checkpointing import loader_generator
 from ember.trainer.data import batch_transfer
 from ember.trainer.hooks import Dispatch
 from ember.trainer.preemption import Preempted
 from ember.trainer.resume import EpochData, ResumePoint, fit_state_dict, load_fit_state
-from ember.trainer.stepping import AutomaticOptimization, NoOptimizer, Stepper, step_scheduler
+from ember.trainer.stepping import AutomaticOptimization, NoOptimizer, Stepper, manual_outputs, step_scheduler
+from ember.trainer.views import RunningStage
 
 
 class FitLoop:
@@ -35,6 +40,7 @@ class FitLoop:
         self.stepper: Stepper | None = None
         self._handles: list[Any] = []
         self._step_leftover: Any = None
+        self.paused_rng: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ attach / detach
 
@@ -89,7 +95,7 @@ class FitLoop:
         step = tr.precision_plugin.wrap(tr.strategy.training_step_fn(module))
 
         def manual_process(engine: Any, batch: Any) -> Any:
-            return step(batch, engine.state.epoch_iteration - 1)
+            return manual_outputs(step(batch, engine.state.epoch_iteration - 1))
 
         self._step_leftover = None
         return manual_process
@@ -126,10 +132,17 @@ class FitLoop:
     def _on_started(self, engine: Any) -> None:
         tr = self.trainer
         tr._logging.enter("train", engine)
+        tr.state.stage = RunningStage.TRAINING
         self.dispatch.call("on_fit_start")
         self.run_sanity_check()
         self.dispatch.call("on_train_start")
         self.progress.start_clock()
+
+    def fit_without_training(self) -> None:
+        """``max_epochs=0``: on_fit_start, the sanity check, on_fit_end (Lightning's order)."""
+        self.dispatch.call("on_fit_start")
+        self.run_sanity_check()
+        self.dispatch.call("on_fit_end")
 
     def _on_epoch_started(self, engine: Any) -> None:
         tr, progress = self.trainer, self.progress
@@ -158,8 +171,7 @@ class FitLoop:
             gen = loader_generator(loader)
             if gen is not None and resume.loader_generator is not None:
                 gen.set_state(resume.loader_generator)  # it moved on during the epochs before
-        ctx = tr._logging.ctx
-        ctx.store.reset()
+        ctx = tr._logging.ctx  # (the store keeps what on_train_start logged, as Lightning does)
         ctx.epoch_level = True
         self.dispatch.call("on_train_epoch_start")
         ctx.epoch_level = False
@@ -184,9 +196,12 @@ class FitLoop:
         logging = tr._logging
         store = logging.store_for("train")
         val_every = tr._val_check_batch
-        # Several processes must stop at the same step, but their clocks differ: under a distributed
-        # strategy max_time is agreed by all of them every log_every_n_steps steps (one collective).
-        agree_every = log_every if tr.world_size > 1 and progress.max_time else 0
+        per_epoch = tr.check_val_every_n_epoch is not None  # else val_every counts batches across epochs
+        # Several processes must stop at the same step, but their clocks, signals and callbacks' decisions
+        # differ: under a distributed strategy every stop request is agreed by all of them every
+        # log_every_n_steps steps and after each validation (one small collective), never per step.
+        distributed = tr.world_size > 1
+        manual = getattr(self.module, "automatic_optimization", True) is False
         loop = self
 
         def on_iteration_completed(engine: Any) -> None:
@@ -194,13 +209,29 @@ class FitLoop:
             batch_idx = state.epoch_iteration - 1
             for hook in batch_end:
                 hook(state.output, state.batch, batch_idx)
-            if store.step_dirty and state.iteration % log_every == 0:
-                logging.flush_steps(progress.global_step)
-            if agree_every and state.iteration % agree_every == 0:
-                loop._agree_on_time()
-            if val_every is not None and (batch_idx + 1) % val_every == 0 and batch_idx + 1 != state.epoch_length:
+            stepped = manual or not progress.micro  # the batch ended an accumulation window
+            if stepped:  # as Lightning: step rows every log_every_n_steps such batches, at the step before
+                progress.log_step = progress.batches_stepped
+                if store.step_dirty and (progress.batches_stepped + 1) % log_every == 0:
+                    logging.flush_steps(progress.batches_stepped, progress.current_epoch)
+            validated = False
+            if (
+                val_every is not None
+                and ((batch_idx if per_epoch else state.iteration - 1) + 1) % val_every == 0
+                and batch_idx + 1 != state.epoch_length  # the epoch's last batch validates at EPOCH_COMPLETED
+                and loop.validation_epoch(progress.current_epoch)
+            ):
                 loop.run_validation()
-            if progress.global_step >= progress.ask_at_step:
+                validated = True
+            if stepped:
+                progress.batches_stepped += 1
+            if not distributed:
+                if progress.global_step >= progress.ask_at_step:
+                    loop._stop_mid_epoch(engine)
+            elif progress.global_step >= progress.step_limit:  # the same step on every process
+                loop._stop_mid_epoch(engine)
+            elif validated or state.iteration % log_every == 0:
+                loop._agree_on_stop_requests()
                 loop._stop_mid_epoch(engine)
 
         return on_iteration_completed
@@ -229,22 +260,22 @@ class FitLoop:
         state = engine.state
         if progress.micro and not progress.epoch_cut_short and self._step_leftover is not None:
             self._step_leftover(state.epoch_iteration - 1)  # leftover micro-batches of an epoch of unknown length
-        if self.validation_due(state.epoch) and not progress.skip_epoch_validation:
+        if self.validation_due_at_epoch_end(state):
             self.run_validation()
         logging = tr._logging
         ctx = logging.ctx
         ctx.epoch_level = True
         progress.in_epoch_end = True  # a checkpoint saved from here on must redo the scheduler step on resume
         self.dispatch.call("on_train_epoch_end")
-        logging.finish_epoch(ctx.store, progress.global_step, epoch=progress.current_epoch)
+        # as Lightning: epoch rows at the step of the epoch's last batch (one before the count)
+        logging.finish_epoch(ctx.store, progress.batches_stepped - 1, epoch=progress.current_epoch)
         self._step_epoch_schedulers(state.epoch)
         progress.in_epoch_end = False
         logging.save_loggers()
         progress.current_epoch = state.epoch
         ctx.epoch_level = False
         if tr.world_size > 1:  # all processes stop at the same epoch if any of them wants to
-            self._agree_on_time()
-            progress.request_stop(tr.strategy.reduce_boolean_decision(progress.should_stop, all=False))
+            self._agree_on_stop_requests()
         reason = progress.stop_reason(at_epoch_end=True)
         if reason == "signal":
             self._save_preemption_checkpoint_and_exit()
@@ -256,17 +287,25 @@ class FitLoop:
         cb = tr.checkpoint_callback
         directory = cb.dirpath if cb is not None and cb.dirpath else os.path.join(tr.log_dir, "checkpoints")
         path = os.path.join(directory, "last.ckpt")
-        tr.save_checkpoint(path)
+        tr._checkpoint.save(path, False)  # this process alone: no barrier (the others may not be stopping)
         if cb is not None:
             cb.last_model_path = path
         raise Preempted(self.progress.signal or "a stop signal", path)
 
-    def _agree_on_time(self) -> None:
-        """Whether any process has passed max_time: one collective, every process at the same point."""
-        progress = self.progress
-        if self.trainer.strategy.reduce_boolean_decision(progress.past_deadline(), all=False):
+    def _agree_on_stop_requests(self) -> None:
+        """Merge every process's stop requests (should_stop, a signal, max_time) so that all of them
+        decide alike: one collective, every process at the same point."""
+        tr, progress = self.trainer, self.progress
+        local = [progress.should_stop, progress.signal is not None, progress.time_up or progress.past_deadline()]
+        flags = tr.strategy.reduce(torch.tensor(local, dtype=torch.float32, device=tr.root_device), "max").tolist()
+        should_stop, signal, time_up = (bool(f) for f in flags)
+        if signal and progress.signal is None:
+            progress.signal = "a stop signal (received by another process)"
+        if time_up:
             progress.time_up = True
-            progress.ask_now()
+        if should_stop and not progress.should_stop:
+            progress.request_stop()
+        progress.ask_now()
 
     def _step_epoch_schedulers(self, epoch: int) -> None:
         if getattr(self.module, "automatic_optimization", True) is False:
@@ -278,14 +317,47 @@ class FitLoop:
 
     # ------------------------------------------------------------------ validation inside fit
 
-    def validation_due(self, epoch: int) -> bool:
+    def validation_epoch(self, epoch: int) -> bool:
+        """Whether the epoch of 0-based index ``epoch`` validates (``check_val_every_n_epoch``)."""
         tr = self.trainer
-        return bool(tr._val_loaders) and epoch % tr.check_val_every_n_epoch == 0 and _any_batches(tr._val_counts)
+        every = tr.check_val_every_n_epoch
+        return bool(tr._val_loaders) and (every is None or (epoch + 1) % every == 0) and _any_batches(tr._val_counts)
+
+    def validation_due_at_epoch_end(self, state: Any) -> bool:
+        """As Lightning: the epoch's last batch validates when it is a validation batch (always with
+        ``val_check_interval=1.0``), in an epoch that validates; so does an epoch ended early to stop
+        (not one cut short by max_steps)."""
+        tr = self.trainer
+        if not self.validation_epoch(state.epoch - 1) or self.progress.skip_epoch_validation:
+            return False
+        every = tr._val_check_batch
+        if every is None or self.progress.epoch_cut_short:  # stopping early validates first, as Lightning
+            return True
+        position = state.epoch_iteration if tr.check_val_every_n_epoch is not None else state.iteration
+        return position % every == 0
 
     def run_validation(self) -> None:
         tr = self.trainer
         if tr._val_loaders:
-            tr._eval["validate"].run(tr._val_loaders, tr._val_counts)
+            with self._training_rng_kept():
+                tr._eval["validate"].run(tr._val_loaders, tr._val_counts)
+
+    @contextlib.contextmanager
+    def _training_rng_kept(self) -> Iterator[None]:
+        """Validation inside fit leaves the training RNG stream as it was (making its loaders'
+        iterators draws from it): a run resumes bitwise whether or not a checkpoint fell on a
+        validation. A checkpoint written meanwhile records the training states (see
+        :meth:`training_rng_states`)."""
+        self.paused_rng = capture_rng_states()
+        try:
+            yield
+        finally:
+            restore_rng_states(self.paused_rng)
+            self.paused_rng = None
+
+    def training_rng_states(self) -> dict[str, Any]:
+        """The RNG states training continues from (kept aside while validation runs)."""
+        return self.paused_rng if self.paused_rng is not None else capture_rng_states()
 
     def run_sanity_check(self) -> None:
         tr = self.trainer
@@ -299,7 +371,8 @@ class FitLoop:
         tr._logging.enabled = False
         try:
             self.dispatch.call("on_sanity_check_start")
-            tr._eval["validate"].run(tr._val_loaders, counts)
+            with self._training_rng_kept():
+                tr._eval["validate"].run(tr._val_loaders, counts)
             self.dispatch.call("on_sanity_check_end")
         finally:
             tr.sanity_checking = False

@@ -1,10 +1,11 @@
 """The dispatch table: for each hook, the bound methods that actually override it, in hook order.
 
 Built once per run. A module hook counts when the module's class defines it and it is not
-``ember.Module``'s no-op; a callback hook when it differs from ``Callback``'s. Order: on
-``*_start`` hooks (and every hook that is not an ``*_end`` hook) callbacks run before the module;
-on ``*_end`` hooks the module runs first, so callbacks see what it logged. Callbacks are ordered by
-``priority`` (higher first) and then by their place in the list.
+``ember.Module``'s no-op, or when it was assigned on the instance (``model.on_train_epoch_start = f``);
+a callback hook likewise against ``Callback``. Order, as in Lightning: on every hook the callbacks
+run before the module, except ``on_train_epoch_end``, where the monitoring callbacks
+(``ModelCheckpoint``, ``EarlyStopping``) run after the module so that they see what it logged.
+Callbacks are ordered by ``priority`` (higher first) and then by their place in the list.
 """
 
 from __future__ import annotations
@@ -14,8 +15,20 @@ from functools import partial
 from typing import Any
 
 from ember.callbacks.callback import Callback
+from ember.callbacks.early_stopping import EarlyStopping
+from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.engine import priority_order
 from ember.module import Module
+
+MONITORS = (ModelCheckpoint, EarlyStopping)
+
+
+def _hook(obj: Any, name: str, base: type) -> Callable | None:
+    """``obj``'s ``name`` if it is assigned on the instance or overrides ``base``'s, else None."""
+    assigned = getattr(obj, "__dict__", {}).get(name)
+    if callable(assigned):
+        return assigned
+    return getattr(obj, name) if overrides(obj, name, base) else None
 
 
 def overrides(obj: Any, name: str, base: type) -> bool:
@@ -35,19 +48,25 @@ class Dispatch:
         self._cache: dict[str, tuple[Callable, ...]] = {}
 
     def module_hook(self, name: str) -> Callable | None:
-        return getattr(self.module, name) if overrides(self.module, name, Module) else None
+        return _hook(self.module, name, Module)
 
     def calls(self, name: str) -> tuple[Callable, ...]:
         """Callables for ``name`` taking the hook's own arguments (trainer and module are bound)."""
         cached = self._cache.get(name)
         if cached is not None:
             return cached
-        cb = tuple(
-            partial(getattr(c, name), self.trainer, self.module) for c in self.callbacks if overrides(c, name, Callback)
-        )
+        found = [(c, _hook(c, name, Callback)) for c in self.callbacks]
+        cbs = [(c, partial(hook, self.trainer, self.module)) for c, hook in found if hook is not None]
         mod = self.module_hook(name)
         mods = (mod,) if mod is not None else ()
-        result = mods + cb if name.endswith("_end") else cb + mods
+        if name == "on_train_epoch_end":  # Lightning: monitors act on what the module logged here
+            result = (
+                tuple(h for c, h in cbs if not isinstance(c, MONITORS))
+                + mods
+                + tuple(h for c, h in cbs if isinstance(c, MONITORS))
+            )
+        else:
+            result = tuple(h for _, h in cbs) + mods
         self._cache[name] = result
         return result
 

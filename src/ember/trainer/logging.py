@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ember.loggers.send import send_metrics
 from ember.module import logged_hyperparameters
 from ember.trainer.results import LoggedValue, ResultStore, is_metric_object, resolve_reduce_fx, to_float_tensors
 
@@ -65,6 +66,7 @@ class TrainerLogging:
         self.progress: dict[str, float] = {}
         self._progress_sources: dict[str, LoggedValue] = {}
         self.enabled = True  # False while sanity checking: nothing reaches loggers or metrics
+        self.result_dataloaders: dict[str, frozenset[int]] = {}
         # set by a distributed strategy: sync([(name, tensor, reduce_fx, weight), ...]) -> the tensors
         # reduced over the processes (see ParallelStrategy.sync_logged)
         self.sync: Any = None
@@ -143,7 +145,10 @@ class TrainerLogging:
             weight = ctx.batch_size() if batch_size is None else batch_size
         else:
             weight = 1
-        store.log(name, value, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, weight)
+        store.log(
+            name, value, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, weight,
+            ctx.dataloader_idx if ctx.multi_dataloader and not epoch_level else None,  # epoch hooks span all
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- views
 
@@ -178,7 +183,7 @@ class TrainerLogging:
 
     # ---------------------------------------------------------------- writing
 
-    def flush_steps(self, step: int) -> None:
+    def flush_steps(self, step: int, epoch: int | None = None) -> None:
         """Send pending step values of the running stage to the loggers: as tensors to loggers that
         take them (``accepts_tensors``; they move values to the host when they write), as floats
         (one transfer) to the others."""
@@ -198,12 +203,15 @@ class TrainerLogging:
         if self.sync is not None:  # sync_dist values are reduced over the processes here, where they are written
             metrics.update(self._synced([(k, pending[k], metrics[k], 1.0) for k in keys if pending[k].sync_dist]))
         self.logged.update(metrics)
-        from ember.loggers.send import send_metrics
-
+        if epoch is not None:  # as Lightning: the loggers get the epoch on every training row
+            metrics["epoch"] = epoch
         send_metrics(self.loggers, metrics, step)
 
     def finish_epoch(self, store: ResultStore, step: int, epoch: int | None) -> dict[str, float]:
-        """Reduce ``store``'s epoch values into the views and the loggers; returns them as floats."""
+        """Reduce ``store``'s epoch values into the views and the loggers; returns the logged ones as
+        floats, by the keys they were logged under (``result_dataloaders`` says which eval loaders
+        logged each, when there are several)."""
+        self.result_dataloaders = {}
         if not self.enabled:
             store.reset()
             return {}
@@ -228,21 +236,24 @@ class TrainerLogging:
         for key, f, tensor, (v, _) in zip(keys, floats, epoch_tensors, items.values()):
             self.callback[key] = tensor
             self.callback[v.name] = tensor
-            result[v.name] = f
             if v.prog_bar:
                 self.progress[v.name] = f
             if v.logger:
-                to_log[key] = f
-        for key, v in steps.items():
-            self.callback[key] = _as_tensor(v.last)
-            if not v.on_epoch:
-                self.callback[v.name] = self.callback[key]
+                to_log[key] = result[key] = f
+                if v.dataloaders:
+                    self.result_dataloaders[key] = frozenset(v.dataloaders)
+        if store.stage == "train":  # as Lightning: evaluation step values leave callback_metrics at its end
+            # and logged_metrics holds the last step values, written or not
+            self.logged.update({key: v.last for key, v in steps.items() if v.logger})
+            for key, v in steps.items():
+                self.callback[key] = _as_tensor(v.last)
+                if not v.on_epoch:
+                    self.callback[v.name] = self.callback[key]
         if to_log:
-            if epoch is not None:
-                to_log["epoch"] = float(epoch)
             self.logged.update(to_log)
-            for lg in self.loggers:
-                lg.log_metrics(to_log, step)
+            if epoch is not None:  # as Lightning: the loggers get the epoch (not logged_metrics)
+                to_log["epoch"] = epoch
+            send_metrics(self.loggers, to_log, step)
         store.reset()
         return result
 

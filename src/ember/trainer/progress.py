@@ -43,6 +43,10 @@ class FitProgress:
         self.global_step = 0
         self.current_epoch = 0  # epochs completed; during an epoch, its 0-based index
         self.micro = 0  # micro-batches accumulated since the last optimizer step
+        # Lightning's logging step (``_batches_that_stepped``): batches that ended an accumulation
+        # window (every batch under manual optimization); ``log_step`` is its value before the last one
+        self.batches_stepped = 0
+        self.log_step = 0
         self.should_stop = False  # asked for by a callback or the module (min_epochs/min_steps apply)
         self.signal: str | None = None  # a stop signal received (SIGTERM, SIGUSR1, SIGINT)
         self.time_up = False  # max_time has passed (decided by the clock, or agreed by all processes)
@@ -57,7 +61,7 @@ class FitProgress:
 
     def start(self, distributed: bool) -> None:
         """A new fit: counters from zero (a checkpoint may set them again), the clock started."""
-        self.global_step = self.current_epoch = self.micro = 0
+        self.global_step = self.current_epoch = self.micro = self.batches_stepped = self.log_step = 0
         self.should_stop = self.time_up = False
         self.ask_at_step = self.step_limit
         self.signal = None
@@ -137,6 +141,7 @@ class FitProgress:
             "global_step": self.global_step,
             "current_epoch": self.current_epoch,
             "micro": self.micro,
+            "batches_stepped": self.batches_stepped,
             "epoch_end_pending": self.in_epoch_end,
             # a run that decided to end stays ended on resume; one stopped by max_time continues (a new time budget)
             "should_stop": self.should_stop and not (self.time_up or self.past_deadline()),
@@ -146,4 +151,5 @@ class FitProgress:
         self.global_step = int(state["global_step"])
         self.current_epoch = int(state["current_epoch"])
         self.micro = int(state.get("micro", 0))
+        self.batches_stepped = self.log_step = int(state.get("batches_stepped", self.global_step))
         self.request_stop(bool(state.get("should_stop", False)))

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
-_REDUCE_CALLABLES = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+_REDUCE_NAMES.update({k.upper(): v for k, v in _REDUCE_NAMES.items()})  # Lightning takes "SUM" as well
+# torch's reductions and Python's built-ins (Lightning accepts both)
+_REDUCE_CALLABLES = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max", min: "min"}
 _FOLD_EVERY = 256
 
 
@@ -68,6 +70,7 @@ class LoggedValue:
     """Everything logged under one name in one stage run."""
 
     __slots__ = (
+        "dataloaders",
         "last",
         "logger",
         "metric",
@@ -101,6 +104,7 @@ class LoggedValue:
         self.total: torch.Tensor | None = None
         self.weight_total = 0.0
         self.metric: Any = None
+        self.dataloaders: set[int] = set()  # with several eval loaders: which ones logged it
 
     def add_epoch_value(self, value: Any, weight: float) -> None:
         self.pending.append(value)
@@ -116,8 +120,8 @@ class LoggedValue:
         device = ref.device if ref is not None else torch.device("cpu")
         stacked = torch.stack([torch.as_tensor(v, device=device).reshape(()).to(torch.float32) for v in vals])
         if self.reduce == "mean":
-            w = torch.tensor(self.weights, dtype=torch.float32, device=device)
-            part = (stacked * w).sum()
+            # weights are host floats: scale on the device one by one (no host-to-device copy, no sync)
+            part = torch.stack([value * w for value, w in zip(stacked.unbind(), self.weights)]).sum()
             self.weight_total += sum(self.weights)
         elif self.reduce == "sum":
             part = stacked.sum()
@@ -174,10 +178,13 @@ class ResultStore:
         reduce: str,
         sync_dist: bool,
         batch_size: float,
+        dataloader_idx: int | None = None,
     ) -> None:
         entry = self.values.get(name)
         if entry is None:
             entry = self.values[name] = LoggedValue(name, on_step, on_epoch, prog_bar, logger, reduce, sync_dist)
+        if dataloader_idx is not None:
+            entry.dataloaders.add(dataloader_idx)
         # tensors and numbers first: hasattr() probes on a tensor raise and catch AttributeError (slow)
         if entry.metric is not None or (not isinstance(value, (torch.Tensor, float, int)) and is_metric_object(value)):
             entry.metric = value

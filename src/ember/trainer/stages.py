@@ -43,6 +43,9 @@ def run_stage_here(
     dispatch = Dispatch(trainer, model, callbacks)
     trainer._stage_dispatch = dispatch
     dispatch.call("setup", stage)
+    configure_model = getattr(model, "configure_model", None)
+    if callable(configure_model):  # as Lightning: build (or shard) layers here, after setup
+        configure_model()
     trainer.precision_plugin.convert_module(model)  # dtype before a distributed strategy wraps or shards it
     trainer.strategy.setup_module(model)
     path = trainer._checkpoint.resolve(ckpt_path, stage)
@@ -94,19 +97,27 @@ def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, che
         train_data = data_utils.Limited(train, n_train)
         n_train = None
     trainer.num_training_batches = n_train
-    trainer._val_check_batch = data_utils.val_check_batch(trainer.val_check_interval, n_train)
-    val_loaders = data_utils.as_loader_list(
-        data_utils.find_loaders("validate", val, trainer.datamodule, model), "val_dataloaders"
+    trainer._val_check_batch = data_utils.val_check_batch(
+        trainer.val_check_interval, n_train, trainer.check_val_every_n_epoch
     )
+    validates = callable(getattr(model, "validation_step", None)) and not (
+        isinstance(model, Module) and not overrides(model, "validation_step", Module)
+    )
+    if validates:
+        val_loaders = data_utils.as_loader_list(
+            data_utils.find_loaders("validate", val, trainer.datamodule, model), "val_dataloaders"
+        )
+    else:  # as Lightning: a loader without its step is skipped, with a warning
+        if val is not None:
+            warnings.warn(
+                f"val_dataloaders were given but {type(model).__name__} has no validation_step(): validation is skipped",
+                stacklevel=3,
+            )
+        val_loaders = []
     trainer._val_loaders = [_distributed_loader(trainer, v, training=False) for v in val_loaders]
     trainer._val_counts = [
         data_utils.num_batches(v, trainer.limits["validate"], "limit_val_batches") for v in trainer._val_loaders
     ]
-    if trainer._val_loaders and (
-        not callable(getattr(model, "validation_step", None))
-        or (isinstance(model, Module) and not overrides(model, "validation_step", Module))
-    ):
-        raise TypeError(f"validation data was given but {type(model).__name__} does not define validation_step()")
 
     trainer.optimizers, trainer.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
     if not trainer.optimizers:
@@ -122,14 +133,20 @@ def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, che
     if trainer.is_global_zero:
         log_hyperparams(trainer.loggers, model, trainer.datamodule)
     val_loop = trainer._eval["validate"]
-    val_loop.attach(model, dispatch)
+    if validates:
+        val_loop.attach(model, dispatch)
     trainer._fit_loop.attach(model, dispatch, train_data, n_train)
     trainer._fitting = True
     model.train()
     status = "failed"
     trainer._signals.install()  # the Trainer's one watch: the train loop's handlers hold it from attach()
     try:
-        trainer.train_engine.run(trainer._fit_loop.data, max_epochs=trainer.max_epochs or 2**62, epoch_length=n_train)
+        if trainer.max_epochs == 0:  # as Lightning: the fit hooks and the sanity check, no training
+            trainer._fit_loop.fit_without_training()
+        else:
+            trainer.train_engine.run(
+                trainer._fit_loop.data, max_epochs=trainer.max_epochs or 2**62, epoch_length=n_train
+            )
         status = "success"
     except (KeyboardInterrupt, Preempted):
         status = "interrupted"
@@ -155,11 +172,14 @@ def _evaluate(trainer: Any, stage: str, model: Any, dispatch: Dispatch, loaders:
     loop = trainer._eval[stage]
     trainer._logging.reset_views()
     loop.attach(model, dispatch)
+    status = "failed"
     try:
         loop.run(loader_list, counts)
+        status = "success"
     finally:
         loop.detach()
-        trainer._logging.save_loggers()
+        for lg in trainer.loggers:  # as Lightning: every stage closes its files (a later log reopens them)
+            lg.finalize(status)
     return loader_list
 
 

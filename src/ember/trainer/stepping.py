@@ -148,7 +148,7 @@ class TrainingClosure:
 
     Made once per ``fit``; the process function sets ``batch``/``batch_idx``/``output`` before each
     step. Returns the loss (detached, divided by ``accumulate_grad_batches``), as closure optimizers
-    expect. Without hooks, loss scaling or overridden ``backward``/``optimizer_zero_grad`` it calls
+    expect, and leaves ``output`` as ``on_train_batch_end`` receives it (Lightning's outputs). Without hooks, loss scaling or overridden ``backward``/``optimizer_zero_grad`` it calls
     ``optimizer.zero_grad``/``loss.backward`` itself: that is what :meth:`Stepper.zero_grad` and
     :meth:`Stepper.backward` reduce to, without the extra call per step.
     """
@@ -178,12 +178,15 @@ class TrainingClosure:
         self.output: Any = NOT_RUN
 
     def __call__(self) -> torch.Tensor:
-        out = self.output = self.training_step(self.batch, self.batch_idx)
+        out = self.training_step(self.batch, self.batch_idx)
+        extra = None
         if type(out) is torch.Tensor:
             loss = out
         elif out is None:
+            self.output = {}  # what on_train_batch_end receives for a skipped batch, as in Lightning
             raise SkipStep
         elif isinstance(out, Mapping):
+            extra = out
             loss = out.get("loss")
             if not isinstance(loss, torch.Tensor):
                 raise ValueError(f"training_step returned a dict without a tensor under 'loss' (keys: {sorted(out)})")
@@ -206,7 +209,11 @@ class TrainingClosure:
             loss.backward()
         else:
             self.stepper.backward(loss)
-        return loss.detach()
+        detached = loss.detach()
+        # on_train_batch_end's outputs, as in Lightning: the (accumulation-normalised) loss, detached,
+        # and the other keys a training_step dict returned
+        self.output = {"loss": detached} if extra is None else {**extra, "loss": detached}
+        return detached
 
     def ran(self) -> bool:
         return self.output is not NOT_RUN
@@ -259,7 +266,7 @@ class AutomaticOptimization:
             try:
                 self.optimizer.step(closure)
             except SkipStep:
-                return None
+                return closure.output
             progress.global_step += 1
             progress.micro = 0
             for cfg in self.step_schedulers:
@@ -298,7 +305,7 @@ class AutomaticOptimization:
                 )
         else:
             self.stepper.step(self.optimizer, step_closure)
-        if closure.output is None:  # training_step returned None: nothing was stepped
+        if not closure.output:  # training_step returned None ({}): nothing was stepped
             return
         progress.micro = 0
         for cfg in self.step_schedulers:
@@ -314,6 +321,17 @@ class AutomaticOptimization:
 def _gradients_ready() -> None:
     """The closure of an optimizer step whose gradients were accumulated already (epoch-end leftovers)."""
     return None
+
+
+def manual_outputs(out: Any) -> dict[str, Any]:
+    """What ``on_train_batch_end`` receives under manual optimization (as Lightning): the
+    ``training_step`` dict (or ``{"loss": tensor}``) with the loss detached; ``{}`` for None."""
+    if out is None:
+        return {}
+    extra = dict(out) if isinstance(out, Mapping) else {"loss": out}
+    if isinstance(extra.get("loss"), torch.Tensor):
+        extra["loss"] = extra["loss"].detach()
+    return extra
 
 
 class NoOptimizer:

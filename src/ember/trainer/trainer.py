@@ -66,7 +66,6 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
-from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.engine import Engine
 from ember.loggers.base import Logger
@@ -84,9 +83,10 @@ from ember.trainer.results import print_results
 from ember.trainer.spawn import apply_spawned_results, run_spawned_stage
 from ember.trainer.stages import check_model, model_for, run_stage_here
 from ember.trainer.stepping import StepOptimizer
+from ember.trainer.views import TrainerFn, TrainerState, TrainerStatus, TrainerViews
 
 
-class Trainer:
+class Trainer(TrainerViews):
     """Runs an ``ember.Module`` (or any ``nn.Module`` with the same methods) — see the module
     docstring for where each hook fires. Modules and callbacks see it as a
     :class:`~ember.context.RunContext`.
@@ -122,12 +122,12 @@ class Trainer:
         max_steps: int | None = None,
         min_steps: int | None = None,
         max_time: str | dict | datetime.timedelta | None = None,
-        limit_train_batches: int | float = 1.0,
-        limit_val_batches: int | float = 1.0,
-        limit_test_batches: int | float = 1.0,
-        limit_predict_batches: int | float = 1.0,
+        limit_train_batches: int | float | None = 1.0,
+        limit_val_batches: int | float | None = 1.0,
+        limit_test_batches: int | float | None = 1.0,
+        limit_predict_batches: int | float | None = 1.0,
         val_check_interval: int | float = 1.0,
-        check_val_every_n_epoch: int = 1,
+        check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int = 2,
         log_every_n_steps: int = 50,
         enable_checkpointing: bool = True,
@@ -136,7 +136,7 @@ class Trainer:
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
-        deterministic: bool = False,
+        deterministic: bool | str = False,
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike = ".",
         detect_anomaly: bool = False,
@@ -149,7 +149,6 @@ class Trainer:
             enable_checkpointing=enable_checkpointing,
             enable_progress_bar=enable_progress_bar,
             enable_model_summary=enable_model_summary,
-            deterministic=deterministic,
             inference_mode=inference_mode,
             detect_anomaly=detect_anomaly,
         )
@@ -161,7 +160,7 @@ class Trainer:
             limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches
         )
         self.val_check_interval = args.check_val_check_interval(val_check_interval)
-        self.check_val_every_n_epoch = args.int_arg("check_val_every_n_epoch", check_val_every_n_epoch, 1)
+        self.check_val_every_n_epoch = args.check_val_every_n_epoch(check_val_every_n_epoch, self.val_check_interval)
         self.num_sanity_val_steps = args.int_arg("num_sanity_val_steps", num_sanity_val_steps, -1)
         self.log_every_n_steps = args.int_arg("log_every_n_steps", log_every_n_steps, 1)
         self.accumulate_grad_batches = args.int_arg("accumulate_grad_batches", accumulate_grad_batches, 1)
@@ -171,19 +170,16 @@ class Trainer:
         self.default_root_dir = args.check_root_dir(default_root_dir)
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
-        self.deterministic = deterministic
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
+        self.deterministic = args.apply_deterministic(deterministic)
         self.fast_dev_run = fast = args.fast_dev_run_batches(fast_dev_run)
-        if fast:
+        if fast:  # as Lightning: n batches of each loop; loggers off, checkpoint callbacks kept but idle
             self.max_epochs, self.max_steps, self.max_time = 1, fast, None
             self.limits = dict.fromkeys(self.limits, fast)
             self.val_check_interval, self.num_sanity_val_steps, self.log_every_n_steps = 1.0, 0, 1
             logger = False
-            enable_checkpointing = False
 
         self.callbacks = args.init_callbacks(callbacks, enable_progress_bar, enable_model_summary)
-        if enable_checkpointing and not any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
+        if enable_checkpointing and not fast and not any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
             self.callbacks.append(ModelCheckpoint())
         elif not enable_checkpointing and any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
             raise ValueError(
@@ -203,6 +199,7 @@ class Trainer:
         self.train_engine = Engine(EvalLoop.unattached)
         self._eval = {stage: EvalLoop(self, stage) for stage in ("validate", "test", "predict")}
         self.sanity_checking = False
+        self.state = TrainerState()
         self.optimizers: list[Any] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self.step_optimizers: list[StepOptimizer] = []
@@ -216,124 +213,6 @@ class Trainer:
         self._handled_exception: BaseException | None = None
         self._stage_dispatch: Dispatch | None = None
         self.num_training_batches: int | None = None
-
-    # ------------------------------------------------------------------ public views
-
-    @property
-    def engine(self) -> Engine:
-        """The training engine; attach Ignite-style handlers to it."""
-        return self.train_engine
-
-    @property
-    def validate_engine(self) -> Engine:
-        return self._eval["validate"].engine
-
-    @property
-    def test_engine(self) -> Engine:
-        return self._eval["test"].engine
-
-    @property
-    def predict_engine(self) -> Engine:
-        return self._eval["predict"].engine
-
-    @property
-    def current_epoch(self) -> int:
-        """Epochs completed so far; during an epoch, its 0-based index."""
-        return self.fit_progress.current_epoch
-
-    @property
-    def global_step(self) -> int:
-        """Optimizer steps taken so far."""
-        return self.fit_progress.global_step
-
-    @property
-    def should_stop(self) -> bool:
-        """Set to True (e.g. from a callback) to end ``fit`` once ``min_epochs``/``min_steps`` are reached."""
-        return self.fit_progress.should_stop
-
-    @should_stop.setter
-    def should_stop(self, value: bool) -> None:
-        self.fit_progress.request_stop(value)
-
-    @property
-    def fitting(self) -> bool:
-        """Whether ``fit`` is running (validation inside fit included)."""
-        return self._fitting
-
-    @property
-    def val_check_batch(self) -> int | None:
-        """Validation runs after every this many training batches within an epoch; None: only at epoch ends."""
-        return self._val_check_batch
-
-    @property
-    def eval_total_batches(self) -> int | None:
-        """Batches of the evaluation pass that is running (or ran last), all its loaders together."""
-        return self._eval_total_batches
-
-    @property
-    def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return self._logging.callback_metrics()
-
-    @property
-    def logged_metrics(self) -> dict[str, Any]:
-        return dict(self._logging.logged)
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        return self._logging.progress_bar_metrics()
-
-    @property
-    def loggers(self) -> list[Any]:
-        return self._logging.loggers
-
-    @property
-    def logger(self) -> Any:
-        return self._logging.loggers[0] if self._logging.loggers else None
-
-    @property
-    def log_dir(self) -> str:
-        lg = self.logger
-        return lg.log_dir if lg is not None and lg.log_dir is not None else self.default_root_dir
-
-    @property
-    def lightning_module(self) -> Any:
-        return self.model
-
-    @property
-    def root_device(self) -> torch.device:
-        """The device this process runs on."""
-        return self.strategy.root_device
-
-    @property
-    def num_nodes(self) -> int:
-        """Machines taking part (Lightning's name)."""
-        return max(1, self.world_size // self.num_devices)
-
-    @property
-    def num_devices(self) -> int:
-        """Processes (devices) per machine (Lightning's name)."""
-        cluster = getattr(self.strategy, "cluster", None)
-        return cluster.local_world_size if cluster is not None else 1
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def num_val_batches(self) -> list[int | None]:
-        return list(self._val_counts)
 
     # ------------------------------------------------------------------ the run context's calls
 
@@ -426,12 +305,16 @@ class Trainer:
                 sent = launcher.launch(run_spawned_stage, self, stage, model, datamodule, ckpt_path, loaders)
                 return apply_spawned_results(self, model, stage, sent)
             return launcher.launch(self._run_stage, stage, model, datamodule, ckpt_path, **loaders)
+        self.state.fn, self.state.stage, self.state.status = TrainerFn(stage), None, TrainerStatus.RUNNING
         try:
             self.strategy.setup_environment()  # joins the process group (a no-op on one device)
-            return run_stage_here(self, stage, model, datamodule, ckpt_path, **loaders)
+            out = run_stage_here(self, stage, model, datamodule, ckpt_path, **loaders)
         except BaseException as err:
+            self.state.status = TrainerStatus.INTERRUPTED
             self.strategy.on_exception(err)  # distributed: the error says which rank raised it
             raise
+        self.state.status, self.state.stage = TrainerStatus.FINISHED, None
+        return out
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -441,28 +324,11 @@ class Trainer:
         In a distributed run call it on every process: FSDP gathers the weights from all of them
         (and with ``state_dict_type="sharded"`` each writes its shards into the directory ``filepath``)."""
         self._checkpoint.save(filepath, weights_only)
+        self.strategy.barrier("save_checkpoint")  # the file exists for every process once this returns
 
     def dump_checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
         """The checkpoint dict ``save_checkpoint`` would write (plain values and tensors)."""
         return self._checkpoint.dump(weights_only)
-
-    @property
-    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
-        return [c for c in self._active_callbacks() if isinstance(c, ModelCheckpoint)]
-
-    @property
-    def checkpoint_callback(self) -> ModelCheckpoint | None:
-        """The first ``ModelCheckpoint`` callback (Lightning's name), or None."""
-        found = self.checkpoint_callbacks
-        return found[0] if found else None
-
-    @property
-    def early_stopping_callback(self) -> EarlyStopping | None:
-        found = [c for c in self._active_callbacks() if isinstance(c, EarlyStopping)]
-        return found[0] if found else None
-
-    def _active_callbacks(self) -> list[Any]:
-        return self._stage_dispatch.callbacks if self._stage_dispatch is not None else self.callbacks
 
     def _on_exception(self, engine: Engine, exception: BaseException) -> None:
         if exception is not self._handled_exception:

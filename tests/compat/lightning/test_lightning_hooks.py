@@ -1,0 +1,123 @@
+"""Hook order and hook arguments, Lightning against Ember: the same recording module and callbacks,
+the same fit/validate/test, and the call sequences must be equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from lightning_kit import BOTH, EMBER, LIGHTNING, Framework, data, quiet_fit, regression_module
+
+MODULE_HOOKS = (
+    "setup", "teardown", "configure_model", "configure_optimizers",
+    "on_fit_start", "on_fit_end", "on_train_start", "on_train_end",
+    "on_train_epoch_start", "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end",
+    "on_validation_start", "on_validation_end", "on_validation_epoch_start", "on_validation_epoch_end",
+    "on_validation_batch_start", "on_validation_batch_end", "on_validation_model_eval", "on_validation_model_train",
+    "on_test_start", "on_test_end", "on_test_epoch_start", "on_test_epoch_end",
+    "on_test_batch_start", "on_test_batch_end", "on_test_model_eval", "on_test_model_train",
+    "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
+    "training_step", "validation_step", "test_step", "optimizer_step", "optimizer_zero_grad", "backward",
+)  # fmt: skip
+CALLBACK_HOOKS = (
+    "setup", "teardown", "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
+    "on_train_start", "on_train_end", "on_train_epoch_start", "on_train_epoch_end",
+    "on_train_batch_start", "on_train_batch_end", "on_validation_start", "on_validation_end",
+    "on_validation_epoch_start", "on_validation_epoch_end", "on_validation_batch_start", "on_validation_batch_end",
+    "on_test_start", "on_test_end", "on_test_epoch_start", "on_test_epoch_end", "on_test_batch_start",
+    "on_test_batch_end", "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
+)  # fmt: skip
+
+
+def recording_module(fw: Framework, log: list) -> Any:
+    base = regression_module(fw)
+
+    def recorder(name: str) -> Any:
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+            log.append(("module", name))
+            return getattr(base, name)(self, *args, **kwargs)
+
+        return hook
+
+    cls = type("Recording", (base,), {name: recorder(name) for name in MODULE_HOOKS if hasattr(base, name)})
+    return cls()
+
+
+def recording_callback(fw: Framework, log: list, tag: str) -> Any:
+    def recorder(name: str) -> Any:
+        def hook(self: Any, *args: Any, **kwargs: Any) -> None:
+            log.append((tag, name))
+
+        return hook
+
+    return type("Recorder", (fw.Callback,), {name: recorder(name) for name in CALLBACK_HOOKS})()
+
+
+def fit_log(fw: Framework, tmp_path: Any, **trainer_kwargs: Any) -> list:
+    torch.manual_seed(0)
+    log: list = []
+    module = recording_module(fw, log)
+    callbacks = [recording_callback(fw, log, "cb1"), recording_callback(fw, log, "cb2")]
+    trainer = fw.trainer(tmp_path / fw.name, callbacks=callbacks, **trainer_kwargs)
+    quiet_fit(trainer, module, data(32), data(16))
+    trainer.validate(module, data(16), verbose=False)
+    trainer.test(module, data(16), verbose=False)
+    return log
+
+
+def first_difference(a: list, b: list) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"at {i}: lightning {x} != ember {y}\n  lightning: {a[max(0, i - 4) : i + 4]}\n  ember:     {b[max(0, i - 4) : i + 4]}"
+    return f"lengths differ: lightning {len(a)}, ember {len(b)}; tails {a[len(b) :][:6]} / {b[len(a) :][:6]}"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(max_epochs=2, num_sanity_val_steps=1, limit_train_batches=2, limit_val_batches=1),
+        dict(max_epochs=1, accumulate_grad_batches=2, limit_val_batches=1, num_sanity_val_steps=0),
+        dict(max_epochs=1, gradient_clip_val=0.5, num_sanity_val_steps=0, limit_train_batches=2),
+        dict(max_steps=3, num_sanity_val_steps=0, val_check_interval=2),
+    ],
+    ids=["two-epochs-sanity", "accumulate-2", "clipping", "max-steps-val-interval"],
+)
+def test_fit_validate_test_hook_sequences_match(tmp_path, options):
+    expected = fit_log(LIGHTNING, tmp_path, **options)
+    got = fit_log(EMBER, tmp_path, **options)
+    assert got == expected, first_difference(expected, got)
+
+
+def test_train_batch_end_outputs_hold_the_detached_loss(tmp_path):
+    seen: dict[str, list] = {}
+    for fw in BOTH:
+        outputs: list = []
+
+        class Probe(fw.Callback):
+            def on_train_batch_end(self, trainer, pl_module, out, batch, batch_idx, outputs=outputs):
+                outputs.append(out)
+
+        class DictStep(regression_module(fw)):
+            def training_step(self, batch, batch_idx):
+                return {"loss": super().training_step(batch, batch_idx), "extra": batch_idx}
+
+        torch.manual_seed(0)
+        quiet_fit(fw.trainer(tmp_path / fw.name, max_epochs=1, callbacks=[Probe()]), DictStep(), data(16))
+        seen[fw.name] = outputs
+    for lit, emb in zip(seen["lightning"], seen["ember"], strict=True):
+        assert sorted(lit) == sorted(emb) == ["extra", "loss"]
+        assert lit["extra"] == emb["extra"]
+        assert not emb["loss"].requires_grad and not lit["loss"].requires_grad
+        torch.testing.assert_close(emb["loss"], lit["loss"])
+
+
+def test_hooks_assigned_on_the_instance_are_called(tmp_path):
+    calls: dict[str, list] = {}
+    for fw in BOTH:
+        module = regression_module(fw)()
+        seen: list = []
+        module.on_train_epoch_start = lambda seen=seen: seen.append("epoch start")
+        quiet_fit(fw.trainer(tmp_path / fw.name, max_epochs=2), module, data(16))
+        calls[fw.name] = seen
+    assert calls["ember"] == calls["lightning"] == ["epoch start", "epoch start"]
