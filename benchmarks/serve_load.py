@@ -138,8 +138,8 @@ def main() -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ember_cmd = shutil.which("ember", path=str(Path(sys.executable).parent)) or "ember"
-    command = [ember_cmd, "serve", str(directory / "model.pt2"), "--port", str(port), "--log-level", "warning",
-               "--max-body-bytes", str(BODY_LIMIT)]  # fmt: skip
+    command = [ember_cmd, "serve", str(directory / "model.pt2"), "--trust-pt2",  # our own file
+               "--port", str(port), "--log-level", "warning", "--max-body-bytes", str(BODY_LIMIT)]  # fmt: skip
     server = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -95,3 +95,26 @@ def test_bad_export_arguments_exit_2_with_a_message(checkpoint, args: list[str],
 def test_missing_checkpoint_file(tmp_path: Path, capsys) -> None:
     assert main(["export", str(tmp_path / "nope.ckpt"), "--format", "onnx", "--model", "export_models.TinyCNN"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+class UnscriptableCNN(TinyCNN):
+    """TinyCNN whose forward TorchScript cannot compile (a variable number of arguments); tracing works."""
+
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+def test_a_model_torchscript_cannot_compile_suggests_method_trace(checkpoint, tmp_path: Path, capsys) -> None:
+    ckpt, trained = checkpoint
+    output = tmp_path / "scripted.pt"
+    args = ["export", str(ckpt), "--model", "test_export_cli.UnscriptableCNN", "--format", "torchscript"]
+    assert main([*args, "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ember: error: --format torchscript: torch.jit.script cannot compile UnscriptableCNN")
+    assert "try --method trace" in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line
+    assert not output.exists()
+    # the suggestion works
+    assert main([*args, "--output", str(output), "--method", "trace"]) == 0, capsys.readouterr().err
+    x = torch.randn(2, 1, 8, 8)
+    np.testing.assert_allclose(run_exported(output, x), trained(x).detach().numpy(), rtol=1e-4, atol=1e-5)

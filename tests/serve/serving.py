@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.serve import server_config
+
+HERE = Path(__file__).resolve().parent
+EMBER = shutil.which("ember", path=str(Path(sys.executable).parent)) or "ember"
 
 
 class Classifier(ember.Module):
@@ -92,13 +102,14 @@ def free_port() -> int:
 class LiveServer:
     """Runs an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; ``url`` is its base URL.
 
-    Leaving the ``with`` block asks uvicorn to shut down gracefully and waits for it.
+    The configuration is ``ember serve``'s (``server_config``: connection limits and timeouts, which
+    ``limits`` overrides). Leaving the ``with`` block asks uvicorn to shut down gracefully and waits for it.
     """
 
-    def __init__(self, app: Any, timeout: float = 20.0) -> None:
+    def __init__(self, app: Any, timeout: float = 20.0, **limits: Any) -> None:
         self.app = app
         self.timeout = timeout
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on", **limits))
         self.thread: threading.Thread | None = None
         self.url = ""
 
@@ -133,6 +144,56 @@ class LiveServer:
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
+
+
+class EmberServe:
+    """``ember serve ARGS`` (the console script, in its own process) on a free loopback port; waits for /health.
+
+    Its output goes to a file (``output()``), so that a chatty server never blocks on a full pipe.
+    """
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        command = [EMBER, "serve", *args, "--port", str(self.port), "--log-level", "warning"]
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ember serve exited: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError("ember serve did not become healthy")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -4,12 +4,8 @@ valid and invalid requests, a checkpoint served with ``--model``, and SIGTERM du
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +15,10 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving import free_port, seeded_classifier, trained_checkpoint
+from serving import EmberServe, seeded_classifier, trained_checkpoint
 
 from ember.cli import main
 
-HERE = Path(__file__).resolve().parent
-EMBER = shutil.which("ember", path=str(Path(sys.executable).parent)) or "ember"
 BODY_LIMIT = 64 * 1024
 
 # (body, expected status) for each kind of invalid request
@@ -41,52 +35,13 @@ INVALID: list[tuple[bytes, int]] = [
 ]
 
 
-class EmberServe:
-    """``ember serve ARGS`` on a free loopback port; waits for /health."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-        command = [EMBER, "serve", *args, "--port", str(self.port), "--log-level", "warning"]
-        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ember serve exited: {self.process.stdout.read().decode()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise RuntimeError("ember serve did not become healthy")
-            time.sleep(0.1)
-
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def pt2_server(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmberServe]:
     """One server for the load test, then the SIGTERM test (which ends it; file order runs it last)."""
     cwd = tmp_path_factory.mktemp("serve")
-    server = EmberServe(str(artifacts["pt2"]), "--max-body-bytes", str(BODY_LIMIT), "--max-wait-ms", "2", cwd=cwd)
+    server = EmberServe(
+        str(artifacts["pt2"]), "--trust-pt2", "--max-body-bytes", str(BODY_LIMIT), "--max-wait-ms", "2", cwd=cwd
+    )
     try:
         yield server
     finally:

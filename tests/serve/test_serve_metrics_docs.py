@@ -17,7 +17,8 @@ def test_metrics_count_requests_by_status_latency_and_batches() -> None:
             assert client.post("/predict", json={"inputs": [[0.0] * 4] * 3}).status_code == 200
         for _ in range(2):
             assert client.post("/predict", json={"inputs": [[0.0] * 3]}).status_code == 422
-        assert client.post("/predict", content=b"[" + b"0," * 3000 + b"0]").status_code == 413
+        big = b"[" + b"0," * 3000 + b"0]"
+        assert client.post("/predict", content=big, headers={"content-type": "application/json"}).status_code == 413
         assert client.get("/nowhere").status_code == 404
         client.get("/health")
         response = client.get("/metrics")

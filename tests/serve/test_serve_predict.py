@@ -28,7 +28,7 @@ def source_and_reference(
         return seeded_classifier(), {}, seeded_classifier()
     if kind == "checkpoint":
         return checkpoint[0], {"model_class": Classifier}, checkpoint[1]
-    return artifacts[kind], {}, seeded_classifier()
+    return artifacts[kind], {"trusted": kind == "pt2"}, seeded_classifier()
 
 
 @pytest.mark.parametrize("kind", ["module", "onnx", "pt2", "torchscript", "checkpoint"])
@@ -77,7 +77,7 @@ def test_request_bigger_than_max_batch_size_runs_in_chunks(classifier) -> None:
 def test_a_fixed_batch_export_is_padded(tmp_path: Path) -> None:
     model = seeded_classifier()
     model.to_exported_program(tmp_path / "fixed.pt2", input_sample=torch.zeros(4, 3, 4), dynamic_batch=False)
-    app = create_app(tmp_path / "fixed.pt2")
+    app = create_app(tmp_path / "fixed.pt2", trusted=True)
     with LiveServer(app) as server, server.client() as client:
         assert client.get("/metadata").json()["input"]["shape"] == [4, 3, 4]
         x = torch.randn(6, 3, 4)  # 4 + 2 rows, the second chunk padded to 4
@@ -119,7 +119,7 @@ def test_bad_sources_are_refused(tmp_path: Path) -> None:
         create_app(tmp_path / "notscript.pt")
     (tmp_path / "broken.pt2").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"not a torch\.export \(\.pt2\) archive"):
-        create_app(tmp_path / "broken.pt2")
+        create_app(tmp_path / "broken.pt2", trusted=True)
     with pytest.raises(TypeError, match="model_or_path must be"):
         create_app(42)
 
@@ -135,7 +135,7 @@ def test_models_with_several_inputs_are_refused_at_startup(tmp_path: Path) -> No
         create_app(TwoInputs())
     torch.export.save(torch.export.export(TwoInputs(), TwoInputs.example_input_array), tmp_path / "two.pt2")
     with pytest.raises(ValueError, match="takes 2 inputs"):
-        create_app(tmp_path / "two.pt2")
+        create_app(tmp_path / "two.pt2", trusted=True)
 
 
 def test_missing_serving_dependency_names_the_extra(classifier, monkeypatch: pytest.MonkeyPatch) -> None:

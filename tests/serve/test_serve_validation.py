@@ -75,7 +75,8 @@ def test_oversized_body_without_content_length_is_cut_off(server: LiveServer) ->
         yield b"0]}"
 
     with server.client() as client:
-        response = client.post("/predict", content=chunks())  # chunked transfer: no Content-Length
+        # chunked transfer: no Content-Length
+        response = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     with server.client() as client:  # and the server is still fine
         assert client.post("/predict", json={"inputs": [ROW] * 3}).status_code == 200
@@ -96,7 +97,8 @@ def test_a_model_without_a_known_input_refuses_bad_input_with_422() -> None:
 def test_nan_is_accepted_when_allowed() -> None:
     app = create_app(seeded_classifier(), allow_nan=True)
     with LiveServer(app) as server, server.client() as client:
-        response = client.post("/predict", content=b'{"inputs": [[1, 2, 3, NaN], [1, 2, 3, 4], [1, 2, 3, 4]]}')
+        body = b'{"inputs": [[1, 2, 3, NaN], [1, 2, 3, 4], [1, 2, 3, 4]]}'
+        response = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
     assert all(v is None for v in response.json()["outputs"])  # NaN outputs become JSON null
 

@@ -55,9 +55,26 @@ def run(config: Any) -> str:
     elif config.format == "pt2":
         module.to_exported_program(output, dynamic_batch=config.dynamic_batch)
     else:
-        module.to_torchscript(output, method=config.method)
+        _to_torchscript(module, output, config.method)
     print(f"ember export: wrote {output} ({config.format})")
     return output
+
+
+def _to_torchscript(module: Any, output: str, method: str) -> None:
+    """``module.to_torchscript``; a model that ``torch.jit.script`` cannot compile is a ``ValueError`` that
+    says what TorchScript refused (its first line) and suggests ``--method trace``."""
+    if method != "script":
+        module.to_torchscript(output, method=method)
+        return
+    try:
+        module.to_torchscript(output, method="script")
+    except Exception as err:  # TorchScript's frontend and compiler raise several types
+        first_line = next((line.strip(" :") for line in str(err).splitlines() if line.strip(" :")), type(err).__name__)
+        raise ValueError(
+            f"--format torchscript: torch.jit.script cannot compile {type(module).__name__} ({first_line}); "
+            "try --method trace, which records the operations run on the model's example_input_array, "
+            "or --format pt2 / onnx"
+        ) from err
 
 
 def import_class(path: str, argument: str) -> type:

@@ -4,6 +4,11 @@ A backend turns a numpy batch into a tree of numpy outputs and knows, where it c
 input (``TensorSpec``): from ``example_input_array``, the ``.pt2`` graph, the ONNX signature, or the
 ``ember.json`` entry Ember writes into TorchScript archives. Nothing named inside a file is imported:
 a checkpoint is rebuilt only by the class the caller passes.
+
+What is safe to load from others: ONNX files and Ember checkpoints (with ``model_class``) load as data.
+A ``.pt2`` archive is not: ``torch.export.load`` unpickles parts of it with ``weights_only=False``, so
+it runs whatever code the file holds; it is loaded only with ``trusted=True`` (``ember serve --trust-pt2``).
+TorchScript files are programs too: serve only ones you trust.
 """
 
 from __future__ import annotations
@@ -54,8 +59,12 @@ def load_backend(
     input_sample: Any = None,
     device: str = "cpu",
     num_threads: int | None = None,
+    trusted: bool = False,
 ) -> Backend:
-    """Build the backend for ``model_or_path`` (see :func:`ember.serve.create_app` for what it accepts)."""
+    """Build the backend for ``model_or_path`` (see :func:`ember.serve.create_app` for what it accepts).
+
+    ``trusted=True`` allows loading a ``.pt2`` archive, which can run code (see the module docstring).
+    """
     if isinstance(model_or_path, torch.export.ExportedProgram):
         backend = _from_program(model_or_path, "exported_program", device)
     elif isinstance(model_or_path, nn.Module):
@@ -63,7 +72,7 @@ def load_backend(
             raise ValueError("model_class is for loading a checkpoint path; model_or_path is already a module")
         backend = _from_module(model_or_path, "module", device)
     elif isinstance(model_or_path, (str, os.PathLike)):
-        backend = _from_path(Path(model_or_path), model_class, device, num_threads)
+        backend = _from_path(Path(model_or_path), model_class, device, num_threads, trusted)
     else:
         raise TypeError(
             "model_or_path must be an nn.Module, a torch.export.ExportedProgram, or the path of a .onnx, .pt2, "
@@ -76,7 +85,17 @@ def load_backend(
     return backend
 
 
-def _from_path(path: Path, model_class: type | None, device: str, num_threads: int | None) -> Backend:
+def untrusted_pt2_error(path: Path | str, how_to_trust: str) -> ValueError:
+    """The error for a ``.pt2`` file loaded without trust; ``how_to_trust`` names the flag or argument."""
+    return ValueError(
+        f"{path} is a torch.export (.pt2) archive: torch.export.load unpickles parts of it with "
+        "weights_only=False, which runs any code the file contains. Load it only if you trust whoever made it "
+        f"({how_to_trust}); for models from others serve an ONNX file or an Ember checkpoint with its class, "
+        "which load as data"
+    )
+
+
+def _from_path(path: Path, model_class: type | None, device: str, num_threads: int | None, trusted: bool) -> Backend:
     if not path.is_file():
         raise FileNotFoundError(f"model_or_path={str(path)!r}: no such file")
     suffix = path.suffix.lower()
@@ -92,6 +111,8 @@ def _from_path(path: Path, model_class: type | None, device: str, num_threads: i
     if suffix == ".onnx":
         return _from_onnx(path, device, num_threads)
     if suffix == ".pt2":
+        if not trusted:
+            raise untrusted_pt2_error(path, "create_app(path, trusted=True) / ember serve PATH --trust-pt2")
         extra = {METADATA_FILE: ""}
         try:
             program = torch.export.load(str(path), extra_files=extra)

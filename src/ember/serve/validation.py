@@ -1,8 +1,9 @@
 """Turning a request body into a model-ready numpy batch, or a 4xx that says what was expected.
 
-Everything a client can send is checked here, before it reaches the model: the body's size, the
-JSON itself, the ``inputs`` field, non-numbers, ragged nesting, shape and dtype against the model's
-``TensorSpec``, NaN/infinity and values out of the dtype's range.
+Everything a client can send is checked here, before it reaches the model: the media type, the body's
+size, the JSON itself, the ``inputs`` field, the number of samples, non-numbers, ragged nesting, shape
+and dtype against the model's ``TensorSpec``, NaN/infinity and values out of the dtype's range.
+Nothing here imports torch, so the JSON worker processes (:mod:`ember.serve.workers`) stay light.
 """
 
 from __future__ import annotations
@@ -31,6 +32,35 @@ class InvalidInput(Exception):
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+
+
+def check_content_type(value: str | None) -> None:
+    """Refuse (415) a body that is not declared ``application/json`` (parameters such as charset allowed)."""
+    media_type = (value or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        sent = f"Content-Type {value!r}" if value else "no Content-Type"
+        raise InvalidInput(415, f'this server takes JSON only: send "Content-Type: application/json" (got {sent})')
+
+
+def check_samples(inputs: Any, spec: TensorSpec | None, max_samples: int) -> None:
+    """Refuse (413) ``inputs`` holding more than ``max_samples`` samples, before any array is built.
+
+    A batch is a list one level deeper than a sample (the model's rank, when known); anything that is
+    neither is left to :func:`to_batch`, which explains the shape it expected.
+    """
+    if not isinstance(inputs, list):
+        return
+    depth, item = 0, inputs
+    while isinstance(item, list) and item:
+        depth, item = depth + 1, item[0]
+    if spec is not None and depth <= len(spec.shape):
+        return  # one sample (or too shallow, which to_batch reports)
+    if len(inputs) > max_samples:
+        raise InvalidInput(
+            413,
+            f'"inputs" holds {len(inputs)} samples; this server accepts at most {max_samples} per request '
+            "(max_samples): split them into several requests",
+        )
 
 
 def parse_inputs(body: bytes) -> Any:
@@ -136,7 +166,9 @@ def _cast(array: np.ndarray, dtype: np.dtype, allow_nan: bool, expected: str) ->
             if not np.isfinite(array).all() or not (array == np.round(array)).all():
                 raise InvalidInput(422, f'"inputs" must be integers; expected {expected}')
         info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
+        # Floats compare against exact bounds: float(info.max) rounds up to 2**63 for int64 (exclusive).
+        above = array.max() >= float(info.max) + 1 if array.dtype.kind == "f" else array.max() > info.max
+        if array.min() < info.min or above:
             raise InvalidInput(422, f'"inputs" has values outside the {dtype.name} range [{info.min}, {info.max}]')
         return array.astype(dtype)
     finite_before = allow_nan or array.dtype.kind != "f" or bool(np.isfinite(array).all())
