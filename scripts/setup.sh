@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs Ember with its test and example extras.
+# Creates .venv (if missing) and installs Ember with its test, example and docs extras, one line per step.
 # torch is pinned to the CPU build 2.13.0 here; pyproject.toml keeps a range for users.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +18,19 @@ pip_install() {
   rm -f "$log"
 }
 
+step() { echo "setup: $*"; }
+
 if [ ! -x .venv/bin/python ]; then
+  step "creating the virtual environment .venv with $("$PYTHON" --version 2>&1)"
   "$PYTHON" -m venv .venv
+else
+  step "using the existing virtual environment .venv"
 fi
+step "upgrading pip"
 pip_install --upgrade pip
+step "installing torch 2.13.0 and numpy (a large download the first time; quiet until it is done)"
 pip_install "torch==2.13.0" numpy
-pip_install -e ".[test,examples,all]"
+step "installing ember (editable) with the test, examples, docs and all extras"
+pip_install -e ".[test,examples,docs,all]"
+step "checking the installation"
 .venv/bin/python -c "import torch, ember; assert torch.__version__.startswith('2.13.0'), torch.__version__; print(f'ember {ember.__version__} on torch {torch.__version__}')"

@@ -10,4 +10,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check src tests examples benchmarks
 .venv/bin/lint-imports
 source scripts/services.sh
+bash scripts/docs.sh
 .venv/bin/python -m pytest "$@"

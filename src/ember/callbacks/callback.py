@@ -2,8 +2,8 @@
 
 A callback only costs what it overrides: the Trainer registers Engine handlers for the hooks that
 at least one callback (or the module) overrides. Among callbacks, hooks run by ``priority``
-(higher first; checkpointing and early stopping run last) and then in list order; on ``*_start``
-hooks callbacks run before the module, on ``*_end`` hooks after it.
+(higher first; checkpointing and early stopping run last) and then in list order; callbacks run
+before the module, except ModelCheckpoint and EarlyStopping on ``on_train_epoch_end`` (after it).
 """
 
 from __future__ import annotations

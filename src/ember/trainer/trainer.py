@@ -53,8 +53,10 @@ dispatched from a handler on one of their events. Where each hook fires::
         epoch values to loggers · COMPLETED on_validation_end
     test() and predict(): the same with test_* / predict_* names.
 
-Within one hook, on ``*_start`` hooks the callbacks run before the module and on ``*_end`` hooks
-the module runs first; callbacks run by ``priority`` (higher first), then in list order.
+Within one hook the callbacks run before the module, as in Lightning, except on
+``on_train_epoch_end``, where the monitoring callbacks (ModelCheckpoint, EarlyStopping) run after
+the module so that they see what it logged; callbacks run by ``priority`` (higher first), then in
+list order. Validation inside fit leaves the training RNG stream as it was.
 """
 
 from __future__ import annotations
