@@ -159,10 +159,11 @@ def two_nodes(out: Path) -> None:
 
 
 def fault(out: Path) -> None:
-    """Rank 1 raises in its 4th training step; rank 0 waits in the gradient all-reduce."""
+    """Rank 1 raises in its 4th training step; rank 0 waits in the gradient all-reduce (a 900 s timeout
+    it must not need: the failure ends every process at once)."""
     model = make_model(fail_at=3)
     (out / f"pid_{os.environ.get('LOCAL_RANK', '0')}").write_text(str(os.getpid()))
-    trainer = ember.Trainer(**trainer_options(out, devices=2, strategy=DDPStrategy(timeout=30)))
+    trainer = ember.Trainer(**trainer_options(out, devices=2, strategy=DDPStrategy(timeout=900)))
     trainer.fit(model, train_loader(PER_RANK_BATCH))
 
 
