@@ -5,6 +5,7 @@ reading launcher environments, splitting samplers, SyncBatchNorm conversion, che
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 import warnings
@@ -345,13 +346,30 @@ def test_a_sharded_checkpoint_directory_is_refused_by_other_strategies(tmp_path)
 
 def test_helpers_outside_a_process_group():
     assert (edist.get_rank(), edist.get_world_size(), edist.get_local_rank(), edist.get_node_rank()) == (0, 1, 0, 0)
-    assert edist.backend() is None and edist.device() == torch.device("cpu")
+    cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    assert edist.backend() is None and (edist.device() == torch.device("cpu") or not cpu_only)
     t = torch.tensor([1.0, 2.0])
     assert edist.all_reduce(t) is t and edist.all_reduce(3) == 3
     assert edist.all_gather(t) is t and edist.all_gather("a") == ["a"]
-    assert edist.all_gather(torch.tensor(1.0)).shape == (1,)
+    assert edist.all_gather(torch.tensor(1.0)).shape == ()  # as Ignite: a tensor comes back as it is
     assert edist.broadcast({"k": 1}) == {"k": 1}
+    with pytest.raises(ValueError, match="got None on the source rank"):
+        edist.broadcast(None, safe_mode=True)
     edist.barrier()
+    assert edist.new_group([0]) == [0]
+    with pytest.raises(ValueError, match="ranks must be a list of ints"):
+        edist.new_group((0, 1))
+    assert edist.all_gather_tensors_with_shapes(t, [[2]]) == [t]
+    assert edist.model_name() == "serial" and edist.hostname()
+    assert "gloo" in edist.available_backends() and edist.has_native_dist_support
+    assert not edist.has_xla_support and not edist.has_hvd_support
+    order = []
+    with edist.one_rank_first():
+        order.append("first")
+    with pytest.raises(ValueError, match=r"rank=1 must be in \[0, 0\]"):
+        with edist.one_rank_first(rank=1):
+            pass
+    assert order == ["first"]
     with pytest.raises(ValueError, match="op='AVG'"):
         edist.all_reduce(t, op="AVG")
     calls = []
@@ -362,12 +380,53 @@ def test_helpers_outside_a_process_group():
 def test_parallel_without_backend_runs_here():
     with edist.Parallel() as parallel:
         assert parallel.run(lambda local_rank, x: (local_rank, x * 2), 21) == (0, 42)
-    with pytest.raises(ValueError, match="nproc_per_node needs a backend"):
+    # the arguments argparse leaves as None are "not given"
+    with edist.Parallel(backend=None, nproc_per_node=None, nnodes=None, node_rank=None, master_addr=None) as parallel:
+        assert parallel.run(lambda local_rank: edist.backend()) is None
+    with pytest.raises(ValueError, match="nproc_per_node=2 needs a backend"):
         edist.Parallel(nproc_per_node=2)
     with pytest.raises(ValueError, match="backend='tcp'"):
         edist.Parallel(backend="tcp")
     with pytest.raises(ValueError, match="nnodes=2 needs"):
         edist.Parallel(backend="gloo", nproc_per_node=1, nnodes=2)
+    with pytest.raises(ValueError, match="TCP initialization would hang"):
+        edist.Parallel(backend="gloo", init_method="tcp://127.0.0.1:1234")
+    with pytest.raises(ValueError, match=r"unknown arguments \['daemon'\]"):
+        edist.Parallel(backend="gloo", daemon=True)
+
+
+def test_parallel_with_a_backend_and_no_launcher_makes_a_one_process_group(no_launcher_env):
+    no_launcher_env.delenv("MASTER_ADDR", raising=False)
+    with edist.Parallel(backend="gloo") as parallel:
+        seen = parallel.run(lambda local_rank: (local_rank, edist.backend(), edist.get_world_size(), edist.model_name()))
+    assert seen == (0, "gloo", 1, "native-dist")
+    assert not edist.is_initialized() and "RANK" not in os.environ  # finalize() put the environment back
+
+
+def test_initialize_and_finalize(no_launcher_env):
+    with pytest.raises(ValueError, match="backend='xla-tpu' is not available"):
+        edist.initialize("xla-tpu")
+    with pytest.raises(ValueError, match="rank and world_size need an init_method"):
+        edist.initialize("gloo", rank=0)
+    with pytest.raises(ValueError, match="give both rank and world_size"):
+        edist.initialize("gloo", init_method="env://", rank=0)
+    with pytest.raises(ValueError, match="TCP initialization would hang"):
+        edist.initialize("gloo", init_method="tcp://127.0.0.1:1")
+    no_launcher_env.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match="sets \\['RANK'\\] but not all"):
+        edist.initialize("gloo")
+    no_launcher_env.delenv("RANK")
+    edist.initialize("gloo", timeout=datetime.timedelta(seconds=60))
+    try:
+        assert (edist.get_rank(), edist.get_world_size(), edist.backend(), edist.model_name()) == (0, 1, "gloo", "native-dist")
+        with pytest.raises(ValueError, match="already initialized"):
+            edist.initialize("gloo")
+        edist.set_local_rank(0)
+        assert edist.all_gather(3) == [3] and edist.broadcast("x", safe_mode=True) == "x"
+        assert edist.all_gather(torch.tensor(2.0)).tolist() == [2.0]
+    finally:
+        edist.finalize()
+    assert not edist.is_initialized() and "RANK" not in os.environ
 
 
 def test_import_ember_loads_no_fsdp_dtensor_sympy_or_distributed_checkpoint():

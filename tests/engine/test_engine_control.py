@@ -130,14 +130,16 @@ def test_terminate_from_the_process_function_stops_after_iteration_completed():
     assert log == [("ITERATION_COMPLETED", 1), ("ITERATION_COMPLETED", 2), ("TERMINATE", 2), ("COMPLETED", 2)]
 
 
-def test_terminate_from_get_batch_completed_skips_the_batch_even_without_iteration_started_handlers():
-    run = Run()
-    # GET_BATCH_COMPLETED(once=2) fires while fetching the 3rd batch (iteration is still 2)
-    run.engine.add_event_handler(Events.GET_BATCH_COMPLETED(once=2), lambda e: e.terminate())
+@pytest.mark.parametrize("event", [Events.GET_BATCH_STARTED, Events.GET_BATCH_COMPLETED])
+def test_terminate_from_get_batch_events_fires_no_further_iteration_events(event):
+    run = Run(events=[*WATCHED, Events.ITERATION_STARTED])
+    # GET_BATCH_*(once=2) fire while fetching the 3rd batch (iteration is still 2)
+    run.engine.add_event_handler(event(once=2), lambda e: e.terminate())
     state = run.engine.run([1, 2, 3, 4])
     assert [b for _, _, b in run.processed] == [1, 2]
-    assert run.log[-2:] == [("T", 1, 3), ("C", 1, 3)]
-    assert state.output is None
+    assert run.log[-3:] == [("IC", 1, 2), ("T", 1, 2), ("C", 1, 2)]
+    assert state.iteration == 2
+    assert state.batch == (3 if event == Events.GET_BATCH_COMPLETED else None)
 
 
 def test_terminate_skip_completed():
@@ -500,10 +502,17 @@ def test_setting_max_epochs_to_none_restarts_an_unfinished_run(how):
     assert (state.epoch, state.iteration, state.epoch_length, state.output) == (1, 2, 2, (2, 8))
 
 
-def test_interrupted_run_resumed_with_new_data_takes_the_next_batch_from_it():
+def test_interrupted_run_resumed_goes_on_with_its_own_data_unless_set_data_swaps_it():
+    # as Ignite: the paused run keeps its data iterator; run()'s data is for new runs
     run = Run()
     run.engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
     run.engine.run([1, 2, 3, 4], max_epochs=1)
     run.engine.run(["a", "b", "c", "d"])
+    assert [b for _, _, b in run.processed] == [1, 2, 3, 4]
+    run = Run()
+    run.engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
+    run.engine.run([1, 2, 3, 4], max_epochs=1)
+    run.engine.set_data(["a", "b", "c", "d"])
+    run.engine.run()
     assert [b for _, _, b in run.processed] == [1, 2, "a", "b"]
     assert run.engine.state.iteration == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_priority_levels_order_the_framework_roles():
     assert order == ["METRICS", "TRAINER", "DEFAULT", "LOGGER", "CHECKPOINT", "EARLY_STOPPING", "TRAINER_LAST"]
 
 
-def test_default_priority_comes_from_the_handlers_priority_attribute():
+def test_default_priority_comes_from_the_handlers_ember_priority_attribute():
     engine = make_engine()
     order = []
 
@@ -75,10 +76,10 @@ def test_default_priority_comes_from_the_handlers_priority_attribute():
     def logger(engine):
         order.append("logger")
 
-    logger.priority = Priority.LOGGER
+    logger.ember_priority = Priority.LOGGER
 
     class Metric:
-        priority = Priority.METRICS
+        ember_priority = Priority.METRICS
 
         def __call__(self, engine):
             order.append("metric")
@@ -86,7 +87,7 @@ def test_default_priority_comes_from_the_handlers_priority_attribute():
     def overridden(engine):
         order.append("overridden")
 
-    overridden.priority = 1000
+    overridden.ember_priority = 1000
 
     engine.add_event_handler(Events.COMPLETED, logger)
     engine.add_event_handler(Events.COMPLETED, plain)
@@ -96,6 +97,31 @@ def test_default_priority_comes_from_the_handlers_priority_attribute():
     assert order == ["metric", "plain", "logger", "overridden"]
 
 
+def test_a_priority_attribute_of_the_users_own_is_not_read():
+    """``priority`` is a name users' objects already have (and a MagicMock has every attribute):
+    Ember reads only ``priority=`` and ``ember_priority``."""
+    engine = make_engine()
+    order = []
+
+    class Job:
+        priority = "urgent"
+
+        def __call__(self, engine):
+            order.append("job")
+
+    def numbered(engine):
+        order.append("numbered")
+
+    numbered.priority = 1000
+    mock = MagicMock(side_effect=lambda engine: order.append("mock"))
+    engine.add_event_handler(Events.STARTED, Job())
+    engine.add_event_handler(Events.STARTED, mock)
+    engine.add_event_handler(Events.STARTED, numbered)
+    engine.run([1])
+    assert order == ["job", "mock", "numbered"]
+    assert mock.call_count == 1
+
+
 @pytest.mark.parametrize("priority", ["high", 1.5, True])
 def test_priority_must_be_an_int(priority):
     engine = make_engine()
@@ -103,12 +129,12 @@ def test_priority_must_be_an_int(priority):
     def h():
         pass
 
-    with pytest.raises(TypeError, match="priority must be an int"):
+    with pytest.raises(TypeError, match=r"priority \(`priority=` or the handler's `ember_priority`\) must be an int"):
         engine.add_event_handler(Events.STARTED, h, priority=priority)
+    h.ember_priority = priority
+    with pytest.raises(TypeError, match="must be an int, got"):
+        engine.add_event_handler(Events.STARTED, h)
     assert not engine.has_event_handler(h)
-
-
-# ---------------------------------------------------------------------- calling conventions
 
 
 def test_handler_without_engine_argument_is_called_without_it():

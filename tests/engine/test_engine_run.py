@@ -116,22 +116,23 @@ def test_iteration_started_handler_can_replace_the_batch():
 
 
 @pytest.mark.parametrize(
-    ("max_iters", "expected_batches", "expected_epoch", "expected_max_epochs"),
+    ("max_iters", "expected_batches", "expected_epoch", "expected_events"),
     [
-        (6, [0, 1, 2, 3, 0, 1], 2, 2),
-        (8, [0, 1, 2, 3] * 2, 2, 2),
-        (3, [0, 1, 2], 1, 1),
+        # a partial last epoch ends as Ignite's does: TERMINATE, no EPOCH_COMPLETED
+        (6, [0, 1, 2, 3, 0, 1], 2, ["STARTED", "EPOCH_COMPLETED", "TERMINATE", "COMPLETED"]),
+        (8, [0, 1, 2, 3] * 2, 2, ["STARTED", "EPOCH_COMPLETED", "EPOCH_COMPLETED", "COMPLETED"]),
+        (3, [0, 1, 2], 1, ["STARTED", "TERMINATE", "COMPLETED"]),
     ],
 )
-def test_max_iters(max_iters, expected_batches, expected_epoch, expected_max_epochs):
+def test_max_iters(max_iters, expected_batches, expected_epoch, expected_events):
     batches = []
     engine = Engine(lambda e, b: batches.append(b))
-    log = record(engine, [Events.STARTED, Events.COMPLETED])
+    log = record(engine, [Events.STARTED, Events.EPOCH_COMPLETED, Events.TERMINATE, Events.COMPLETED])
     state = engine.run([0, 1, 2, 3], max_iters=max_iters)
     assert batches == expected_batches
     assert (state.iteration, state.epoch, state.max_iters) == (max_iters, expected_epoch, max_iters)
-    assert state.max_epochs == expected_max_epochs
-    assert names(log) == ["STARTED", "COMPLETED"]
+    assert state.max_epochs is None  # a run bounded by iterations (as Ignite)
+    assert names(log) == expected_events
 
 
 def test_max_iters_with_data_of_unknown_length():
@@ -179,19 +180,21 @@ def test_data_without_len_learns_epoch_length_at_the_end_of_the_first_epoch():
     state = engine.run(Reiterable(3), max_epochs=3)
     assert lengths_during_epoch == [None, None, None, 3, 3, 3, 3, 3, 3]
     assert lengths_at_epoch_end == [3, 3, 3]
-    # epoch 1 ends on the data's end (no restart event); epoch 2 stops after 3 batches without
-    # exhausting the iterator, so epoch 3 finds it exhausted and restarts it
-    assert log == [("DATALOADER_STOP_ITERATION", 3, 6)]
+    # as Ignite: epoch 1 ends on the data's end and leaves the iterator exhausted, so epoch 2 starts
+    # by restarting it; epoch 2 stops after 3 batches without exhausting it, and epoch 3 restarts it
+    assert log == [("DATALOADER_STOP_ITERATION", 2, 3), ("DATALOADER_STOP_ITERATION", 3, 6)]
     assert (state.iteration, state.epoch, state.epoch_length) == (9, 3, 3)
 
 
 def test_one_shot_generator_runs_out_with_a_warning():
     engine = Engine(lambda e, b: b)
-    log = record(engine, [Events.DATALOADER_STOP_ITERATION, Events.TERMINATE, Events.COMPLETED])
-    with pytest.warns(UserWarning, match="data ran out at iteration 3"):
-        state = engine.run((i for i in range(3)), max_epochs=2)
-    assert (state.iteration, state.epoch_length) == (3, 3)
-    assert names(log) == ["DATALOADER_STOP_ITERATION", "TERMINATE", "COMPLETED"]
+    log = record(engine, [Events.DATALOADER_STOP_ITERATION, Events.EPOCH_COMPLETED, Events.TERMINATE, Events.COMPLETED])
+    with pytest.warns(UserWarning, match="data ran out at iteration 3") as caught:
+        state = engine.run((i for i in range(3)), max_epochs=3)
+    # as Ignite: the epochs after it are empty; the warning comes while the run is not done yet
+    assert len(caught) == 1
+    assert (state.iteration, state.epoch, state.epoch_length) == (3, 3, 3)
+    assert names(log) == ["EPOCH_COMPLETED"] + ["DATALOADER_STOP_ITERATION", "EPOCH_COMPLETED"] * 2 + ["COMPLETED"]
 
 
 def test_torch_dataloader_sets_epoch_length_from_len():
@@ -244,7 +247,7 @@ def test_run_rejects_non_iterable_data_and_missing_data():
     engine = Engine(lambda e, b: b)
     with pytest.raises(TypeError, match=r"data must be iterable.*int"):
         engine.run(5)
-    with pytest.raises(ValueError, match="needs data"):
+    with pytest.raises(ValueError, match="without data needs `epoch_length`"):
         engine.run()
 
 
@@ -261,7 +264,7 @@ def test_a_new_run_after_a_finished_run_restarts_the_counters():
     engine.state.metrics["x"] = 1.0
     state = engine.run([7, 8], max_epochs=2)
     assert (state.iteration, state.epoch, state.epoch_length, state.output) == (4, 2, 2, 8)
-    assert state.metrics == {}
+    assert state.metrics == {"x": 1.0}  # as Ignite: attached metrics overwrite their own values
     assert log == [
         ("STARTED", 0, 0),
         ("EPOCH_STARTED", 1, 0),

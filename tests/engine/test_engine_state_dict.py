@@ -51,10 +51,36 @@ def crash_after_saving(run: Run, event) -> dict:
 
 def test_state_dict_holds_plain_progress_values():
     engine = Engine(lambda e, b: b)
+    assert list(engine.state_dict()) == ["epoch_length", "iteration", "max_epochs", "epoch", "epoch_iteration"]
     engine.run([1, 2, 3], max_epochs=2)
-    assert engine.state_dict() == {"iteration": 6, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": None, "epoch_iteration": 0}
+    # Ignite's keys in Ignite's order (the run's bound: max_epochs or max_iters), then Ember's two
+    assert list(engine.state_dict().items()) == [
+        ("epoch_length", 3), ("iteration", 6), ("max_epochs", 2), ("epoch", 2), ("epoch_iteration", 0)
+    ]  # fmt: skip
+    engine.state.max_epochs = None  # a new run, bounded by iterations
     engine.run([1, 2, 3], max_iters=4)
-    assert engine.state_dict() == {"iteration": 4, "epoch": 2, "epoch_length": 3, "max_epochs": 2, "max_iters": 4, "epoch_iteration": 0}
+    assert engine.state_dict() == {"iteration": 4, "epoch": 2, "epoch_length": 3, "max_iters": 4, "epoch_iteration": 0}
+
+
+def test_a_fresh_engine_loads_its_own_state_dict():
+    engine = Engine(lambda e, b: b)
+    saved = engine.state_dict()
+    engine.load_state_dict(saved)
+    assert engine.state_dict() == saved
+    assert engine.run([1, 2]).iteration == 2
+
+
+def test_state_dict_at_epoch_started_resumes_that_epoch_from_its_start():
+    saved = []
+    engine = Engine(lambda e, b: b)
+    engine.add_event_handler(Events.EPOCH_STARTED(once=2), lambda e: saved.append(e.state_dict()))
+    engine.run(DATA, max_epochs=3)
+    assert (saved[0]["epoch"], saved[0]["epoch_iteration"], saved[0]["iteration"]) == (1, 0, 4)
+    resumed = Engine(lambda e, b: b)
+    resumed.load_state_dict(saved[0])
+    epochs = []
+    resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    assert resumed.run(DATA).iteration == 12 and epochs == [2, 3]
 
 
 def test_state_dict_loads_with_weights_only():
@@ -74,7 +100,7 @@ def test_resume_from_an_epoch_boundary():
 
     first = Run()
     saved = crash_after_saving(first, Events.EPOCH_COMPLETED(once=2))
-    assert saved == {"iteration": 8, "epoch": 2, "epoch_length": 4, "max_epochs": 4, "max_iters": None, "epoch_iteration": 0}
+    assert saved == {"iteration": 8, "epoch": 2, "epoch_length": 4, "max_epochs": 4, "epoch_iteration": 0}
 
     resumed = Run()
     resumed.engine.load_state_dict(saved)
@@ -153,7 +179,11 @@ def test_state_dict_user_keys():
         ({"max_epochs": 2, "epoch_length": 4}, ValueError, "must hold 'iteration' or 'epoch'"),
         ({"iteration": None, "max_epochs": 2, "epoch_length": 4}, ValueError, "must hold 'iteration' or 'epoch'"),
         ({"iteration": 3, "epoch_length": 4}, ValueError, "must hold 'max_epochs' or 'max_iters'"),
-        ({"epoch": 1, "max_epochs": 2}, ValueError, "needs 'epoch_length'"),
+        ({"epoch": 1, "max_epochs": 2}, ValueError, "needs a positive 'epoch_length'"),
+        ({"iteration": 3, "epoch": 1, "epoch_length": 2, "max_epochs": 2}, ValueError, "both iteration=3 and epoch=1"),
+        ({"iteration": 3, "epoch_length": 2, "max_epochs": 2, "max_iters": 9}, ValueError, "both max_epochs=2 and max_iters=9"),
+        ({"iteration": 9, "epoch_length": 2, "max_epochs": 2}, ValueError, "max_epochs=2 must be positive and not below the epoch 4"),
+        ({"iteration": 9, "epoch_length": 2, "max_iters": 5}, ValueError, "max_iters=5 must be positive and not below the iteration 9"),
     ],
 )
 def test_bad_state_dicts_raise_and_leave_the_engine_untouched(state_dict, error, match):
@@ -174,10 +204,16 @@ def test_continuing_a_loaded_run_below_its_epoch_is_refused():
     assert (state.epoch, state.iteration) == (3, 12)
 
 
-def test_continuing_a_loaded_run_needs_data():
+def test_continuing_a_loaded_run_without_data_runs_on_none():
+    # as Ignite: run() without data means batch=None, for a continued run as for a new one
+    batches = []
+    engine = Engine(lambda e, b: batches.append(b))
+    engine.load_state_dict({"iteration": 8, "epoch_length": 4, "max_epochs": 3})
+    engine.run()
+    assert batches == [None] * 4
     engine = Engine(lambda e, b: b)
-    engine.load_state_dict({"iteration": 8, "epoch_length": 4, "max_epochs": 5})
-    with pytest.raises(ValueError, match="needs data to continue"):
+    engine.load_state_dict({"iteration": 0, "epoch_length": None, "max_epochs": 3})
+    with pytest.raises(ValueError, match="without data needs `epoch_length`"):
         engine.run()
 
 

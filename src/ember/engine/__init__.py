@@ -3,6 +3,7 @@
 See :mod:`ember.engine.engine` for the map of where each event fires.
 """
 
+from ember.engine.deterministic import DeterministicEngine
 from ember.engine.engine import Engine
 from ember.engine.events import (
     CallableEventWithFilter,
@@ -14,9 +15,20 @@ from ember.engine.events import (
     priority_order,
 )
 from ember.engine.state import State
+from ember.engine.supervised import (
+    create_supervised_evaluator,
+    create_supervised_trainer,
+    supervised_evaluation_step,
+    supervised_evaluation_step_amp,
+    supervised_training_step,
+    supervised_training_step_amp,
+    supervised_training_step_apex,
+    supervised_training_step_tpu,
+)
 
 __all__ = [
     "CallableEventWithFilter",
+    "DeterministicEngine",
     "Engine",
     "EventEnum",
     "Events",
@@ -24,5 +36,13 @@ __all__ = [
     "Priority",
     "RemovableEventHandle",
     "State",
+    "create_supervised_evaluator",
+    "create_supervised_trainer",
     "priority_order",
+    "supervised_evaluation_step",
+    "supervised_evaluation_step_amp",
+    "supervised_training_step",
+    "supervised_training_step_amp",
+    "supervised_training_step_apex",
+    "supervised_training_step_tpu",
 ]

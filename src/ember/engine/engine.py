@@ -1,66 +1,71 @@
 """The event loop under everything in Ember: an :class:`Engine` runs a process function over data.
 
-Where each event fires in ``engine.run(data, max_epochs, max_iters, epoch_length)``::
+Where each event fires in ``engine.run(data, max_epochs, max_iters, epoch_length)`` (Ignite 0.5's loop)::
 
-    fire STARTED
-    while the run is not done (max_epochs / max_iters / epoch_length) and not terminated:
-        epoch += 1; fire EPOCH_STARTED
-        repeat epoch_length times (until the data ends when the length is unknown):
-            fire GET_BATCH_STARTED
-            batch = next(data)          # data ran out but the epoch is not over:
-                                        #   fire DATALOADER_STOP_ITERATION, restart iter(data)
-            fire GET_BATCH_COMPLETED
-            iteration += 1; fire ITERATION_STARTED
+    fire STARTED                                            .
+    while the run is not done (max_epochs / max_iters) and not terminated:
+        epoch += 1; fire EPOCH_STARTED                      .
+        repeat until epoch_length iterations (or, when the length is unknown, until the data ends):
+            state.batch = None; fire GET_BATCH_STARTED      .
+            state.batch = next(data)      # data ran out: fire DATALOADER_STOP_ITERATION  .
+                                          #   and restart it (no second GET_BATCH_STARTED);
+                                          #   out again at once: warn and end the epoch
+            state.output = None; fire GET_BATCH_COMPLETED   .
+            iteration += 1; fire ITERATION_STARTED          .
             state.output = process_function(engine, batch)
-            fire ITERATION_COMPLETED
-        fire EPOCH_COMPLETED
+            fire ITERATION_COMPLETED                        .
+            max_iters reached inside an epoch: terminate (below)
+        fire EPOCH_COMPLETED                                .
     fire COMPLETED
 
-    terminate()        checked after STARTED, EPOCH_STARTED, ITERATION_STARTED (the batch is not
-                       processed), ITERATION_COMPLETED and EPOCH_COMPLETED: the loop stops there
-                       (the current epoch's EPOCH_COMPLETED is not fired), then TERMINATE and
-                       COMPLETED (COMPLETED is skipped with ``terminate(skip_completed=True)``).
-    terminate_epoch()  checked at the same places inside an epoch: fire TERMINATE_SINGLE_EPOCH,
-                       then EPOCH_COMPLETED, and the next epoch starts from the start of the data.
-    interrupt()        at the next check point after a complete iteration (or epoch boundary):
-                       fire INTERRUPT and return from run(); calling run() again continues
-                       exactly there, without firing STARTED again.
-    an exception       with EXCEPTION_RAISED handlers: they get (engine, exception) and run()
-                       returns; with none, the exception propagates unchanged.
+    run(None, epoch_length=n)   batch is None and the GET_BATCH_* / DATALOADER_STOP_ITERATION events
+                                are not fired.
+
+Every ``.`` is a check point, where requests made by handlers (or the process function) act:
+
+    terminate()            the run stops here (the current epoch's EPOCH_COMPLETED is not fired):
+                           fire TERMINATE, then COMPLETED (not with ``skip_completed=True``).
+    terminate_epoch()      inside an epoch (EPOCH_STARTED included, where Ignite raises): fire
+                           TERMINATE_SINGLE_EPOCH (handlers taking ``iter_counter`` get the epoch's
+                           iterations), then EPOCH_COMPLETED (not with ``skip_epoch_completed=True``);
+                           the next epoch starts from the start of the data. At STARTED: an error.
+    interrupt()            fire INTERRUPT and return from run(); run() again continues from that
+                           very point (STARTED does not fire again).
+    an exception           with EXCEPTION_RAISED handlers: they get (engine, exception) and run()
+                           returns (Ignite goes on with the run after one raised inside an
+                           iteration); with none, the exception propagates unchanged.
+
+``run()`` again after the run ended (or was terminated, or failed) continues it when there is
+something left to run: a larger ``max_epochs`` extends a finished run, a smaller one raises; a
+terminated run goes on with its next epoch from the start of the data. A finished run, or one whose
+``state.max_epochs``/``state.max_iters`` were set to ``None``, starts again from iteration 0.
 
 Handlers of one event run by priority (higher first, see :class:`~ember.engine.events.Priority`),
 then in the order they were added. Handlers whose signature takes the engine receive it first.
-The engine is compatible with Ignite's: ``Engine``, ``Events``, ``state`` (with
-``state.get_event_attrib_value``), ``on``, ``add_event_handler``, ``terminate``, ``state_dict``
-behave as in ``ignite.engine`` 0.5.
+The engine is compatible with ``ignite.engine`` 0.5; where Ember deliberately differs is listed in
+the Ignite migration guide.
 
-This file is the loop and the engine's API; the handler table (registration, signature checks,
-filters) is :mod:`ember.engine.registry`, run bounds and saved positions :mod:`ember.engine.progress`.
+This file is the engine's API; the loop itself is :mod:`ember.engine.loop`, the handler table
+(registration, signature checks, filters) :mod:`ember.engine.registry`, run bounds and saved positions
+:mod:`ember.engine.progress`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import math
-import time
-import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ember.engine.events import Events, RemovableEventHandle
-from ember.engine.progress import (
-    check_run_args,
-    extend_bounds,
-    progress_dict,
-    resume_point,
-    run_is_done,
-    start_bounds,
-)
-from ember.engine.registry import HandlerTable, event_key
+from ember.engine.loop import EventLoop
+from ember.engine.progress import plan_run, progress_dict, resume_point
+from ember.engine.registry import event_key
 from ember.engine.state import State
 
 
-class Engine:
+class Engine(EventLoop):
     """Runs ``process_function(engine, batch)`` over data and fires :class:`Events` around it.
 
     Example::
@@ -80,25 +85,18 @@ class Engine:
             print(engine.state.iteration, engine.state.output.item())
 
         trainer.run(train_loader, max_epochs=5)
+
+    ``process_function`` may be ``None`` when the engine is built before its step is known; set
+    :attr:`process_function` before ``run()``.
     """
 
-    def __init__(self, process_function: Callable[[Engine, Any], Any]) -> None:
-        if not callable(process_function):
-            raise TypeError(f"process_function must be callable(engine, batch), got {process_function!r}")
-        self._process_function = process_function
+    def __init__(self, process_function: Callable[[Engine, Any], Any] | None) -> None:
+        super().__init__()
+        if process_function is not None:
+            self.process_function = process_function
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.state = State()
-        self.last_event_name: Any = None
         self.state_dict_user_keys: list[str] = []
-        self._handlers = HandlerTable()
-        self._flag = False  # any of terminate / terminate_epoch / interrupt was asked for
-        self._should_terminate: bool | str = False
-        self._should_terminate_single_epoch = False
-        self._should_interrupt = False
-        self._data_iter: Any = None
-        self._started = False  # inside a run that an interrupt() paused
-        self._in_epoch = False
-        self._resume_epoch_iter: int | None = None
+        self._loaded_offset: int | None = None  # iterations done in the epoch a loaded state_dict resumes
 
     # ------------------------------------------------------------------ handlers
 
@@ -119,6 +117,13 @@ class Engine:
             if not hasattr(self.state, attr):
                 setattr(self.state, attr, 0)
 
+    def has_registered_events(self, event: Any) -> bool:
+        """Whether ``event`` (a built-in event, a registered custom one or its name) can be fired."""
+        try:
+            return event_key(event) in self._handlers
+        except TypeError:
+            return False
+
     def add_event_handler(
         self, event_name: Any, handler: Callable, *args: Any, priority: int | None = None, **kwargs: Any
     ) -> RemovableEventHandle:
@@ -126,8 +131,9 @@ class Engine:
 
         ``args``/``kwargs`` are passed to the handler after the engine (when its signature takes
         the engine) and after the event's own arguments (the exception, for EXCEPTION_RAISED).
-        ``priority`` (keyword only; default: the handler's ``priority`` attribute, else 0) orders
-        handlers of one event, higher first. Returns a handle whose ``remove()`` detaches it.
+        ``priority`` (keyword only; Ember's addition; default: the handler's ``ember_priority``
+        attribute, else 0) orders handlers of one event, higher first. Returns a handle whose
+        ``remove()`` detaches it.
         """
         return self._handlers.add(self, event_name, handler, args, kwargs, priority, self.state.event_to_attr)
 
@@ -155,54 +161,8 @@ class Engine:
             raise ValueError(f"unknown event {event_name!r}: register it with engine.register_events() first")
         self._fire(key, event_name, *event_args)
 
-    def _fire(self, key: str, event: Any, *event_args: Any) -> None:
-        counts = self._handlers.fire_counts
-        counts[key] = counts.get(key, 0) + 1
-        self.last_event_name = event
-        for call in self._handlers[key].calls:
-            call(self, *event_args)
-
-    # ------------------------------------------------------------------ control
-
-    def terminate(self, skip_completed: bool = False) -> None:
-        """Stop the run at the next check point; fires TERMINATE, then COMPLETED unless skipped."""
-        self._should_terminate = "skip_completed" if skip_completed else True
-        self._flag = True
-
-    def terminate_epoch(self) -> None:
-        """End the current epoch at the next check point; fires TERMINATE_SINGLE_EPOCH."""
-        self._should_terminate_single_epoch = True
-        self._flag = True
-
-    def interrupt(self) -> None:
-        """Pause the run after the current iteration; ``run()`` again continues where it stopped."""
-        self._should_interrupt = True
-        self._flag = True
-
     @property
-    def should_terminate(self) -> bool:
-        return bool(self._should_terminate)
-
-    @should_terminate.setter
-    def should_terminate(self, value: bool) -> None:
-        self._should_terminate = bool(value)
-        self._flag = self._flag or bool(value)
-
-    @property
-    def should_terminate_single_epoch(self) -> bool:
-        return self._should_terminate_single_epoch
-
-    @should_terminate_single_epoch.setter
-    def should_terminate_single_epoch(self, value: bool) -> None:
-        self._should_terminate_single_epoch = bool(value)
-        self._flag = self._flag or bool(value)
-
-    @property
-    def should_interrupt(self) -> bool:
-        return self._should_interrupt
-
-    @property
-    def process_function(self) -> Callable[[Engine, Any], Any]:
+    def process_function(self) -> Callable[[Engine, Any], Any] | None:
         """What runs on each batch; replaceable between runs (the Trainer builds its own per run)."""
         return self._process_function
 
@@ -210,10 +170,17 @@ class Engine:
     def process_function(self, fn: Callable[[Engine, Any], Any]) -> None:
         if not callable(fn):
             raise TypeError(f"process_function must be callable(engine, batch), got {fn!r}")
+        try:
+            inspect.signature(fn).bind(self, None)
+        except TypeError as err:
+            raise ValueError(f"process_function {fn!r} cannot be called as fn(engine, batch): {err}") from None
+        except ValueError:  # builtins without a signature
+            pass
         self._process_function = fn
 
     def set_data(self, data: Iterable) -> None:
-        """Swap the data of a run in progress; the next batch comes from the new data."""
+        """Swap the data of a run in progress; the next batch comes from the new data (the epoch
+        length stays as it is)."""
         if not isinstance(data, Iterable):
             raise TypeError(f"data must be iterable, got {type(data).__name__}")
         self.state.dataloader = data
@@ -221,19 +188,18 @@ class Engine:
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict[str, Any]:
-        """Progress as plain values: ``iteration``, ``epoch``, ``epoch_length``, ``max_epochs``,
-        ``max_iters``, ``epoch_iteration`` and the state attributes named in ``state_dict_user_keys``."""
-        epoch_iteration = self.state.epoch_iteration if self._in_epoch else 0
-        return progress_dict(self.state, epoch_iteration, self.state_dict_user_keys)
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """Progress as plain values: Ignite's ``epoch_length``, ``iteration``, ``max_epochs`` or
+        ``max_iters`` and the state attributes named in ``state_dict_user_keys``, and Ember's
+        ``epoch`` and ``epoch_iteration`` (see :func:`~ember.engine.progress.progress_dict`)."""
+        return progress_dict(self.state, self._in_epoch, self.state_dict_user_keys)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from saved progress: the next ``run()`` resumes at that iteration/epoch.
 
-        Needs ``iteration`` or ``epoch``; with only ``epoch``, iteration is epoch * epoch_length.
-        A mid-epoch iteration resumes inside that epoch (feeding the right data is the caller's job):
-        with ``epoch_iteration`` (what :meth:`state_dict` writes) exactly there, even when epochs
-        were cut short or have no fixed length; without it, at ``iteration % epoch_length``.
+        Takes Ignite's dicts (``iteration`` or ``epoch``, ``epoch_length``, ``max_epochs`` or
+        ``max_iters``) and Ember's own (with ``epoch`` and ``epoch_iteration``: exactly there, even
+        when epochs were cut short or have no fixed length). Feeding the right data is the caller's job.
         """
         # validated completely before touching the state: a rejected dict leaves the engine as it was
         point = resume_point(state_dict, self.state_dict_user_keys)
@@ -243,9 +209,8 @@ class Engine:
         for k, v in point.user_values.items():
             setattr(s, k, v)
         s.epoch_iteration = 0  # until the epoch starts again at its saved position
-        self._resume_epoch_iter = point.epoch_iteration
-        self._started = False
-        self._in_epoch = False
+        self._loaded_offset = point.epoch_iteration
+        self._running = self._in_epoch = False
         self._data_iter = None
 
     # ------------------------------------------------------------------ run
@@ -259,232 +224,37 @@ class Engine:
     ) -> State:
         """Run over ``data`` (see the module docstring for the event map) and return ``state``.
 
-        A fresh run starts when the engine has never run, its last run is done, or
-        ``state.max_epochs`` (and ``state.max_iters``) were set to ``None``; otherwise (after
-        ``interrupt()``, ``terminate()`` or ``load_state_dict()``) it continues, and a larger
-        ``max_epochs`` extends it.
+        ``data=None`` runs ``epoch_length`` iterations per epoch with ``batch=None``.
         """
-        check_run_args(data, max_epochs, max_iters, epoch_length)
+        if self._process_function is None:
+            raise ValueError("the engine has no process function: set engine.process_function before run()")
         s = self.state
-        # never run, or Ignite's way to restart an unfinished run: `state.max_epochs = None`
-        unset = s.max_epochs is None and s.max_iters is None
-        if self._started and not unset:
-            self._prepare_resume(data, max_epochs, max_iters)
-        elif unset or (self._resume_epoch_iter is None and run_is_done(s)):
-            # (a loaded mid-epoch position is never done: it still has its epoch to finish)
-            self._prepare_new_run(data, max_epochs, max_iters, epoch_length)
-        else:
-            self._prepare_continuation(data, max_epochs, max_iters, epoch_length)
-        self._should_terminate = False
-        self._should_terminate_single_epoch = False
-        self._flag = self._should_interrupt = False
+        if plan_run(s, self._running, data, max_epochs, max_iters, epoch_length):
+            self._running = self._in_epoch = False
+            self._data_iter = None
+            self._start_offset, self._loaded_offset = 0, None
+        elif not self._running:  # a terminated, failed or loaded run goes on with its next epoch
+            self._start_offset = self._continue_offset()
+        if self._data_iter is None and (data is not None or not self._running):
+            s.dataloader = data
         try:
             self._run()
         except BaseException as exc:
-            self._started = self._in_epoch = False
+            self._running = self._in_epoch = False
             self._data_iter = None
             if not self._handlers["EXCEPTION_RAISED"].calls:
                 raise
             self.logger.debug("engine run is terminating due to exception: %r", exc)
             self._fire("EXCEPTION_RAISED", Events.EXCEPTION_RAISED, exc)
-        return self.state
+        return s
 
-    def _prepare_resume(self, data: Iterable | None, max_epochs: int | None, max_iters: int | None) -> None:
-        """Continue a run that ``interrupt()`` paused, exactly where it stopped."""
-        if data is not None and data is not self.state.dataloader:
-            self.set_data(data)
-        extend_bounds(self.state, max_epochs, max_iters)
-
-    def _prepare_new_run(
-        self, data: Iterable | None, max_epochs: int | None, max_iters: int | None, epoch_length: int | None
-    ) -> None:
-        """Reset the progress for a run from iteration 0."""
-        if data is None:
-            raise ValueError("run() needs data for a new run")
-        start_bounds(self.state, data, max_epochs, max_iters, epoch_length)
-        self._data_iter = None
-        self._started = self._in_epoch = False
-        self._resume_epoch_iter = None
-
-    def _prepare_continuation(
-        self, data: Iterable | None, max_epochs: int | None, max_iters: int | None, epoch_length: int | None
-    ) -> None:
-        """Continue from ``load_state_dict()`` or a terminated run, with fresh data iteration."""
-        s = self.state
-        if data is not None:
-            s.dataloader = data
-        if s.dataloader is None:
-            raise ValueError("run() needs data to continue this run")
-        if epoch_length is not None:
-            s.epoch_length = epoch_length
-        extend_bounds(s, max_epochs, max_iters)
-        self._data_iter = None
-
-    def _run(self) -> None:
-        """The epoch loop of the module docstring's map; returns early when interrupted."""
-        t0 = time.perf_counter()
-        if not self._started:
-            self._started = True
-            self._fire("STARTED", Events.STARTED)
-        while self._in_epoch or self._resume_epoch_iter is not None or not (run_is_done(self.state) or self._should_terminate):
-            if not self._in_epoch:
-                if self._should_interrupt:
-                    return self._interrupt_now()
-                self._start_epoch()
-                if self._should_terminate:
-                    break
-                if self._should_interrupt:
-                    return self._interrupt_now()
-            if self._should_terminate_single_epoch:
-                self._end_epoch_early()
-            elif self._run_epoch():
-                return None
-            if self._should_terminate:
-                break
-            self._complete_epoch()
-        self._finish_run(t0)
-        return None
-
-    def _start_epoch(self) -> None:
-        """Begin the next epoch (at a loaded mid-epoch position, if any) and fire EPOCH_STARTED."""
-        self.state.epoch += 1
-        self._in_epoch = True
-        self.state.epoch_iteration = self._resume_epoch_iter or 0
-        self._resume_epoch_iter = None
-        self._should_terminate_single_epoch = False
-        self._refresh_flag()
-        self._epoch_t0 = time.perf_counter()
-        self._fire("EPOCH_STARTED", Events.EPOCH_STARTED)
-
-    def _complete_epoch(self) -> None:
-        """Fire EPOCH_COMPLETED; ``times`` holds the epoch's duration for its handlers and after them."""
-        times = self.state.times
-        self._in_epoch = False
-        times["EPOCH_COMPLETED"] = time.perf_counter() - self._epoch_t0
-        self._fire("EPOCH_COMPLETED", Events.EPOCH_COMPLETED)
-        times["EPOCH_COMPLETED"] = time.perf_counter() - self._epoch_t0
-
-    def _finish_run(self, t0: float) -> None:
-        """Fire TERMINATE (when asked for) and COMPLETED (unless skipped), and end the run."""
-        times = self.state.times
-        self._in_epoch = False
+    def _continue_offset(self) -> int:
+        """Iterations already done in the epoch a continued run starts with (as Ignite: none after
+        terminate(), else ``iteration % epoch_length``; exactly the saved ones after load_state_dict)."""
+        loaded, self._loaded_offset = self._loaded_offset, None
+        if loaded is not None:
+            return loaded
         if self._should_terminate:
-            self._fire("TERMINATE", Events.TERMINATE)
-        self._started = False
-        self._data_iter = None
-        times["COMPLETED"] = time.perf_counter() - t0
-        if self._should_terminate != "skip_completed":
-            self._fire("COMPLETED", Events.COMPLETED)
-            times["COMPLETED"] = time.perf_counter() - t0
-
-    def _refresh_flag(self) -> None:
-        self._flag = bool(self._should_terminate) or self._should_terminate_single_epoch or self._should_interrupt
-
-    def _interrupt_now(self) -> None:
-        self._should_interrupt = False
-        self._refresh_flag()
-        self._fire("INTERRUPT", Events.INTERRUPT)
-
-    def _run_epoch(self) -> bool:
-        """Run iterations until the epoch ends; returns True when interrupted.
-
-        This is the hot loop: per iteration it calls only ``next(data)``, the process function and
-        the handlers; everything else (data ending, stop requests) is handled on the way out.
-        """
+            return 0
         s = self.state
-        handlers = self._handlers
-        get_started = handlers["GET_BATCH_STARTED"]
-        get_completed = handlers["GET_BATCH_COMPLETED"]
-        it_started = handlers["ITERATION_STARTED"]
-        it_completed = handlers["ITERATION_COMPLETED"]
-        process = self._process_function
-        epoch_length = s.epoch_length
-        max_iters = s.max_iters
-        n = s.epoch_iteration
-        restarted = False
-        while epoch_length is None or n < epoch_length:
-            if not restarted:
-                calls = get_started.calls
-                if calls:
-                    self.last_event_name = Events.GET_BATCH_STARTED
-                    for call in calls:
-                        call(self)
-            # read each time: set_data() (from any handler) drops the iterator to swap the data now
-            data_iter = self._data_iter
-            if data_iter is None:
-                data_iter = self._data_iter = iter(s.dataloader)
-            try:
-                batch = next(data_iter)
-            except StopIteration:
-                if self._data_ran_out(n, restarted, epoch_length, max_iters):
-                    return False
-                restarted = True
-                continue
-            restarted = False
-            s.batch = batch
-            calls = get_completed.calls
-            if calls:
-                self.last_event_name = Events.GET_BATCH_COMPLETED
-                for call in calls:
-                    call(self)
-            n += 1
-            s.epoch_iteration = n
-            s.iteration += 1
-            calls = it_started.calls
-            if calls:
-                self.last_event_name = Events.ITERATION_STARTED
-                for call in calls:
-                    call(self)
-            # checked even without ITERATION_STARTED handlers: a GET_BATCH_* handler may have asked
-            if self._flag and (self._should_terminate or self._should_terminate_single_epoch):
-                s.output = None
-                return self._end_epoch_early()
-            s.output = process(self, s.batch)  # handlers may replace state.batch (Ignite does the same)
-            calls = it_completed.calls
-            if calls:
-                self.last_event_name = Events.ITERATION_COMPLETED
-                for call in calls:
-                    call(self)
-            if self._flag:
-                if self._should_terminate or self._should_terminate_single_epoch:
-                    return self._end_epoch_early()
-                if self._should_interrupt:
-                    self._interrupt_now()
-                    return True
-            if max_iters is not None and s.iteration >= max_iters:
-                break
-        return False
-
-    def _data_ran_out(self, n: int, restarted: bool, epoch_length: int | None, max_iters: int | None) -> bool:
-        """The data stopped after ``n`` batches of this epoch: True when that ends the epoch (data
-        without a length defines it; data that fails right after a restart ends the run with a
-        warning); False after firing DATALOADER_STOP_ITERATION and restarting the data."""
-        s = self.state
-        if epoch_length is None:  # the data defines the epoch
-            if n == 0:
-                raise ValueError("data yielded no batch: the epoch would be empty")
-            s.epoch_length = n
-            if max_iters is not None:
-                s.max_epochs = math.ceil(max_iters / n)
-            self._data_iter = None
-            return True
-        if restarted:
-            warnings.warn(
-                f"data ran out at iteration {s.iteration} before the run's end "
-                f"(epoch_length={epoch_length}, max_epochs={s.max_epochs}, max_iters={max_iters})",
-                stacklevel=4,
-            )
-            self._should_terminate = self._flag = True
-            return True
-        self._fire("DATALOADER_STOP_ITERATION", Events.DATALOADER_STOP_ITERATION)
-        self._data_iter = iter(s.dataloader)
-        return False
-
-    def _end_epoch_early(self) -> bool:
-        if self._should_terminate_single_epoch:
-            self._should_terminate_single_epoch = False
-            self._refresh_flag()
-            # the next epoch starts from the beginning of the data (as in Ignite), not mid-pass
-            self._data_iter = None
-            self._fire("TERMINATE_SINGLE_EPOCH", Events.TERMINATE_SINGLE_EPOCH)
-        return False
+        return s.iteration % s.epoch_length if s.epoch_length else s.iteration

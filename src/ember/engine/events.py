@@ -2,21 +2,27 @@
 
 ``Events.ITERATION_COMPLETED`` names an event; calling it with a filter gives a filtered event::
 
-    Events.ITERATION_COMPLETED(every=100)       # iterations 100, 200, ...
-    Events.EPOCH_COMPLETED(once=3)              # only after epoch 3
-    Events.ITERATION_STARTED(after=10, before=20)
+    Events.ITERATION_COMPLETED(every=100)           # iterations 100, 200, ...
+    Events.EPOCH_COMPLETED(once=3)                  # only after epoch 3 (or once=[3, 7])
+    Events.ITERATION_STARTED(after=10, before=20)   # 11 ... 19
+    Events.ITERATION_COMPLETED(every=5, after=8)    # 9, 14, 19, ...: the first count after `after`, then every 5
     Events.EPOCH_STARTED(event_filter=lambda engine, epoch: epoch in (1, 5))
-    Events.STARTED | Events.EPOCH_COMPLETED     # both, through one registration
+    Events.STARTED | Events.EPOCH_COMPLETED         # both, through one registration
 
-A filter receives the engine and the event's counter: ``state.iteration`` for batch and iteration
-events, ``state.epoch`` for epoch events and STARTED/COMPLETED, and for every other event (custom
-ones included) the number of times the engine has fired it so far, this firing included.
+These are Ignite's definitions, exactly (tests/compat/ignite compares every combination). A filter
+receives the engine and the event's counter: ``state.iteration`` for batch and iteration events,
+``state.epoch`` for epoch events and STARTED/COMPLETED, the attribute named by
+``register_events(..., event_to_attr=)`` for custom events, and for every other event the number of
+times the engine has fired it so far, this firing included (Ignite has no counter for those).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import Enum, IntEnum
 from typing import Any, Protocol
 
@@ -47,10 +53,9 @@ def priority_order(priority: int, position: int) -> tuple[int, int]:
     return (-int(priority), position)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return value
+def _is_count(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (``numbers.Integral``, as Ignite checks) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and value >= minimum
 
 
 def _every_filter(every: int) -> EventFilter:
@@ -60,33 +65,43 @@ def _every_filter(every: int) -> EventFilter:
     return every_filter
 
 
-def _once_filter(once: int | Iterable[int]) -> EventFilter:
-    if isinstance(once, int):
-        target = _positive_int("once", once)
+def _once_filter(once: list[int]) -> EventFilter:
+    def once_filter(engine: Any, count: int) -> bool:
+        return count in once
 
-        def once_filter(engine: Any, count: int) -> bool:
-            return count == target
-
-        return once_filter
-    targets = frozenset(_positive_int("once", v) for v in once)
-    if not targets:
-        raise ValueError("`once` must be a positive integer or a non-empty list of them, got []")
-
-    def once_any_filter(engine: Any, count: int) -> bool:
-        return count in targets
-
-    return once_any_filter
+    return once_filter
 
 
 def _window_filter(before: int | None, after: int | None, every: int | None) -> EventFilter:
-    lo = -1 if after is None else after
-    hi = None if before is None else before
-    step = 1 if every is None else every
+    """Counts strictly between ``after`` (default 0) and ``before`` (default: no end); with ``every``,
+    the first such count and every ``every``-th after it: ``after + 1``, ``after + 1 + every``, ..."""
+    lo = 0 if after is None else after
+    hi = math.inf if before is None else before
+    if every is None:
 
-    def window_filter(engine: Any, count: int) -> bool:
-        return count > lo and (hi is None or count < hi) and count % step == 0
+        def window_filter(engine: Any, count: int) -> bool:
+            return lo < count < hi
 
-    return window_filter
+        return window_filter
+
+    def every_in_window_filter(engine: Any, count: int) -> bool:
+        return lo < count < hi and (count - lo - 1) % every == 0
+
+    return every_in_window_filter
+
+
+def _check_filter_signature(event_filter: Callable) -> None:
+    try:
+        sig = inspect.signature(event_filter)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind(None, 0)
+    except TypeError:
+        name = getattr(event_filter, "__qualname__", repr(event_filter))
+        raise ValueError(
+            f"event_filter {name}{sig} must take (engine, count): it is called as event_filter(engine, count)"
+        ) from None
 
 
 class CallableEventWithFilter:
@@ -109,40 +124,49 @@ class CallableEventWithFilter:
         self,
         event_filter: EventFilter | None = None,
         every: int | None = None,
-        once: int | Iterable[int] | None = None,
+        once: int | Sequence[int] | None = None,
         before: int | None = None,
         after: int | None = None,
     ) -> CallableEventWithFilter:
-        """Return this event restricted by a filter (see the module docstring)."""
-        if event_filter is not None:
-            if any(v is not None for v in (every, once, before, after)):
-                raise ValueError("`event_filter` cannot be combined with every/once/before/after")
-            if not callable(event_filter):
-                raise TypeError(f"`event_filter` must be callable(engine, count), got {event_filter!r}")
-            chosen = event_filter
-        elif once is not None:
-            if any(v is not None for v in (every, before, after)):
-                raise ValueError("`once` cannot be combined with every/before/after")
-            chosen = _once_filter(once)
-        elif before is not None or after is not None:
-            if every is not None:
-                _positive_int("every", every)
-            if before is not None:
-                _positive_int("before", before)
-            if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-                raise ValueError(f"`after` must be a non-negative integer, got {after!r}")
-            chosen = _window_filter(before, after, every)
-        elif every is not None:
-            every = _positive_int("every", every)
-            if every == 1:
-                return self._base()
-            chosen = _every_filter(every)
-        else:
-            raise ValueError("give one of event_filter, every, once, before or after")
-        return CallableEventWithFilter(self._value_, chosen, self._name_)
+        """Return this event restricted by a filter (see the module docstring).
 
-    def _base(self) -> CallableEventWithFilter:
-        return CallableEventWithFilter(self._value_, None, self._name_)
+        Give exactly one of ``event_filter``, ``once``, or any of ``every``/``before``/``after``
+        (which combine). The rules are Ignite's: ``every`` fires at multiples of ``every``, alone,
+        and at ``after + 1``, ``after + 1 + every``, ... within a window; ``before``/``after`` are
+        exclusive bounds (``after`` defaults to 0); ``once`` is a positive integer or a non-empty
+        sequence of them.
+        """
+        given = (event_filter is not None, once is not None, any(v is not None for v in (every, before, after)))
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one of `event_filter`, `once`, or `every`/`before`/`after` (which combine), got "
+                f"event_filter={event_filter!r}, once={once!r}, every={every!r}, before={before!r}, after={after!r}"
+            )
+        if event_filter is not None and not callable(event_filter):
+            raise TypeError(f"`event_filter` must be callable(engine, count), got {event_filter!r}")
+        if every is not None and not _is_count(every, 1):
+            raise ValueError(f"`every` must be a positive integer, got {every!r}")
+        if once is not None:
+            single = isinstance(once, int) and once > 0
+            several = (
+                isinstance(once, Sequence) and len(once) > 0 and all(isinstance(v, int) and v > 0 for v in once)
+            )
+            if not (single or several):
+                raise ValueError(f"`once` must be a positive integer or a non-empty sequence of them, got {once!r}")
+        for name, value in (("before", before), ("after", after)):
+            if value is not None and not _is_count(value, 0):
+                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
+
+        if event_filter is not None:
+            _check_filter_signature(event_filter)
+            chosen: EventFilter | None = event_filter
+        elif once is not None:
+            chosen = _once_filter([once] if isinstance(once, int) else list(once))
+        elif before is not None or after is not None:
+            chosen = _window_filter(before, after, every)
+        else:
+            chosen = None if every == 1 else _every_filter(every)  # every=1: the event itself
+        return CallableEventWithFilter(self._value_, chosen, self._name_)
 
     def __or__(self, other: Any) -> EventsList:
         return EventsList([self]) | other
@@ -158,11 +182,11 @@ class CallableEventWithFilter:
         return hash(self._name_)
 
     def __repr__(self) -> str:
-        suffix = "" if self.filter is None else f"(filter={getattr(self.filter, '__name__', self.filter)})"
-        return f"{type(self).__name__}.{self._name_}{suffix}" if isinstance(self, Enum) else f"Event({self._name_}){suffix}"
+        # as Ignite: `Events.ITERATION_COMPLETED`, `Events.ITERATION_COMPLETED(filter=<function ...>)`
+        owner = type(self).__name__ if isinstance(self, Enum) else "Events"
+        return f"{owner}.{self._name_}" + ("" if self.filter is None else f"(filter={self.filter})")
 
-    def __str__(self) -> str:
-        return self._name_
+    __str__ = __repr__
 
 
 class EventEnum(CallableEventWithFilter, Enum):
@@ -227,6 +251,9 @@ class EventsList:
             joined._append(e)
         return joined
 
+    def __getitem__(self, index: int) -> Any:
+        return self._events[index]
+
     def __iter__(self) -> Iterator[Any]:
         return iter(self._events)
 
@@ -244,12 +271,19 @@ class HandlerOwner(Protocol):
 
 
 class RemovableEventHandle:
-    """Returned by ``add_event_handler``; ``remove()`` (or leaving its ``with`` block) detaches it."""
+    """Returned by ``add_event_handler``; ``remove()`` (or leaving its ``with`` block) detaches it.
 
-    def __init__(self, owner: HandlerOwner, handler: Callable, events: list[Any]) -> None:
+    As in Ignite, ``handle.handler()`` and ``handle.engine()`` return the handler and the engine
+    (the engine through a weak reference: ``None`` once it is gone), and ``handle.event_name`` is
+    what the handler was added for (an event, a filtered event or an :class:`EventsList`).
+    """
+
+    def __init__(self, owner: HandlerOwner, engine: Any, handler: Callable, event_name: Any) -> None:
         self._owner = weakref.ref(owner)
-        self.handler = handler
-        self.events = events
+        self.engine = weakref.ref(engine)
+        self.handler = _Ref(handler)
+        self.event_name = event_name
+        self.events: list[Any] = []
 
     def remove(self) -> None:
         """Detach the handler from every event it was added for; removing twice is harmless."""
@@ -264,3 +298,15 @@ class RemovableEventHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+class _Ref:
+    """A strong reference with ``weakref.ref``'s interface: calling it returns the object."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __call__(self) -> Any:
+        return self._obj

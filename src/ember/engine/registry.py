@@ -115,10 +115,10 @@ class HandlerTable(dict[str, HandlerList]):
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
         if priority is None:
-            priority = getattr(handler, "priority", Priority.DEFAULT)
+            priority = handler_priority(handler)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, got {priority!r}")
-        handle = RemovableEventHandle(self, handler, [])
+            raise TypeError(f"priority (`priority=` or the handler's `ember_priority`) must be an int, got {priority!r}")
+        handle = RemovableEventHandle(self, engine, handler, event_name)
         prepared = []
         for event in events:
             key = self.known_key(event)
@@ -168,8 +168,19 @@ class HandlerTable(dict[str, HandlerList]):
         return filtered_by_count
 
 
+def handler_priority(handler: Callable) -> int:
+    """The priority a handler asks for without ``priority=``: its ``ember_priority`` attribute
+    (Ember's own name, so a ``priority`` attribute that users' objects have for their own reasons,
+    or the attributes a ``MagicMock`` makes up, are never read), else ``Priority.DEFAULT``."""
+    if inspect.getattr_static(handler, "ember_priority", None) is None:
+        return Priority.DEFAULT
+    return handler.ember_priority  # type: ignore[attr-defined]
+
+
 def bind_handler(engine: Any, handler: Callable, key: str, args: tuple, kwargs: dict[str, Any]) -> Callable:
     """Check the handler's signature now, and return ``call(engine, *event_args)``."""
+    if key == "TERMINATE_SINGLE_EPOCH":
+        return _bind_epoch_cut_handler(engine, handler, args, kwargs)
     event_args: tuple = (Exception(),) if key == "EXCEPTION_RAISED" else ()
     try:
         sig = inspect.signature(handler)
@@ -200,6 +211,38 @@ def bind_handler(engine: Any, handler: Callable, key: str, args: tuple, kwargs: 
             return handler
         return lambda engine, *ea: handler(engine, *ea, *args, **kwargs)
     return lambda engine, *ea: handler(*ea, *args, **kwargs)
+
+
+def _bind_epoch_cut_handler(engine: Any, handler: Callable, args: tuple, kwargs: dict[str, Any]) -> Callable:
+    """TERMINATE_SINGLE_EPOCH handlers get ``iter_counter=`` (the iterations the epoch ran) when
+    they take it, as in Ignite; handlers that do not are called without it."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        sig = None
+
+    def binds(*a: Any, **kw: Any) -> bool:
+        try:
+            sig.bind(*a, **kw)
+        except TypeError:
+            return False
+        return True
+
+    if sig is None:  # builtins without a signature: the Ignite default, with the engine
+        return lambda engine, iter_counter=0: handler(engine, *args, **kwargs)
+    if binds(engine, *args, iter_counter=0, **kwargs):
+        return lambda engine, iter_counter=0: handler(engine, *args, iter_counter=iter_counter, **kwargs)
+    if binds(*args, iter_counter=0, **kwargs):
+        return lambda engine, iter_counter=0: handler(*args, iter_counter=iter_counter, **kwargs)
+    if binds(engine, *args, **kwargs):
+        return lambda engine, iter_counter=0: handler(engine, *args, **kwargs)
+    if binds(*args, **kwargs):
+        return lambda engine, iter_counter=0: handler(*args, **kwargs)
+    name = getattr(handler, "__qualname__", repr(handler))
+    raise ValueError(
+        f"handler {name}{sig} for event TERMINATE_SINGLE_EPOCH cannot be called as {name}(engine, iter_counter=n), "
+        f"{name}(engine) nor without the engine (with args={args!r}, kwargs={kwargs!r})"
+    )
 
 
 def _same(registered: Callable, handler: Callable) -> bool:
