@@ -151,11 +151,9 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_top_k_bookkeeping_continues_across_a_resume(tmp_path: Path) -> None:
-    class CrashAfterEpoch(Callback):
-        priority = -10_000
-
-        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
-            if trainer.current_epoch == 2:
+    class CrashAfterEpoch(Callback):  # after epoch 2's checkpoint (ModelCheckpoint acts last in on_train_epoch_end)
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            if trainer.current_epoch == 3:
                 raise RuntimeError("crash")
 
     ckpt_dir = tmp_path / "c"

@@ -34,7 +34,7 @@ def test_fit_from_config_with_overrides_trains_and_logs(tmp_path: Path) -> None:
     log_dir = tmp_path / "ember_logs" / "version_0"
     rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
     train_steps = [int(r["step"]) for r in rows if r.get("train_loss")]
-    assert train_steps == list(range(1, 11))  # 2 epochs x 5 batches, logged every step
+    assert train_steps == list(range(0, 10))  # 2 epochs x 5 batches, logged every step (Lightning's steps, from 0)
     val_rows = [r for r in rows if r.get("val_acc")]
     assert len(val_rows) == 2 and all(0.0 <= float(r["val_acc"]) <= 1.0 for r in val_rows)
     hparams = yaml.safe_load(open(log_dir / "hparams.yaml"))
@@ -129,7 +129,8 @@ def test_help_lists_subcommands() -> None:
 
 
 def test_test_subcommand_loads_weights_from_ckpt_path(tmp_path: Path) -> None:
-    common = ["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path),
+    # without a logger, every run's checkpoints go to <default_root_dir>/checkpoints, where "last" looks
+    common = ["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
     fit = run_ember("fit", *common, "--trainer.max_epochs", "3")
     assert fit.returncode == 0, fit.stderr
@@ -137,6 +138,7 @@ def test_test_subcommand_loads_weights_from_ckpt_path(tmp_path: Path) -> None:
     assert len(checkpoints) == 1 and checkpoints[0].name == "epoch=2-step=57.ckpt"
     out = run_ember("test", *common, "--ckpt_path", "last")
     assert out.returncode == 0, out.stderr
+    assert f"ember: loaded checkpoint {str(checkpoints[0])!r} (epoch 2, global_step 57)" in out.stdout
     accuracy = float(next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("test_acc")))
     assert accuracy > 0.8  # an untrained model scores about 0.1: the trained weights were loaded
     untrained = run_ember("test", *common)

@@ -39,9 +39,9 @@ def test_loggers_from_a_config_file(tmp_path, mlflow_dir):
 
     rows = csv_rows(tmp_path / "csv" / "version_0" / "metrics.csv")
     train_loss = csv_series(rows, "train_loss")
-    assert [step for step, _ in train_loss] == [1, 2, 3]
+    assert [step for step, _ in train_loss] == [0, 1, 2]  # Lightning's step: from 0
     scalars = tb_scalars(tmp_path / "tb" / "version_0")
-    assert [s for s, _ in scalars["train_loss"]] == [1, 2, 3]
+    assert [s for s, _ in scalars["train_loss"]] == [0, 1, 2]  # Lightning's step: from 0
     assert [v for _, v in scalars["train_loss"]] == pytest.approx([v for _, v in train_loss], rel=1e-6)
     assert yaml.safe_load(open(tmp_path / "tb" / "version_0" / "hparams.yaml"))["lr"] == 0.003
 

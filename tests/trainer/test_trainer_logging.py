@@ -37,10 +37,12 @@ def test_step_values_reach_the_csv_every_log_every_n_steps(tmp_path):
     trainer.fit(model, loader(40, batch_size=8))  # 5 batches per epoch, 10 steps
     rows = read_csv(logger)
     got = rows_with(rows, "loss")
-    assert [step for step, _ in got] == [3, 6, 9]
+    assert [step for step, _ in got] == [2, 5, 8]  # Lightning's step: optimizer steps before this one
     expected = [model.train_losses[i].item() for i in (2, 5, 8)]
     assert [v for _, v in got] == pytest.approx(expected, rel=1e-6)
-    assert trainer.logged_metrics["loss"] == pytest.approx(expected[-1], rel=1e-6)
+    # Lightning's logged_metrics: the last step's value (step 9), though that step was not written
+    assert trainer.logged_metrics["loss"] == pytest.approx(model.train_losses[-1].item(), rel=1e-6)
+    assert trainer.logged_metrics["loss"] != pytest.approx(expected[-1], rel=1e-6)
     assert logger.log_dir == str(tmp_path / "run" / "version_0")
 
 
@@ -49,7 +51,8 @@ def test_log_every_n_steps_one_logs_every_step(tmp_path):
     logger = CSVLogger(tmp_path)
     quiet_trainer(tmp_path, max_epochs=1, logger=logger, log_every_n_steps=1).fit(model, loader(32, batch_size=8))
     got = rows_with(read_csv(logger), "loss")
-    assert got == [(i + 1, pytest.approx(model.train_losses[i].item(), rel=1e-6)) for i in range(4)]
+    # Lightning's step: the first row is at step 0
+    assert got == [(i, pytest.approx(model.train_losses[i].item(), rel=1e-6)) for i in range(4)]
 
 
 def test_default_logger_writes_under_default_root_dir(tmp_path):
@@ -95,11 +98,11 @@ def test_epoch_mean_is_weighted_by_batch_size(tmp_path):
     unweighted = float(losses[3:].mean())
     assert abs(per_epoch[1] - unweighted) > 1e-4  # the weighting matters for this data
     rows = read_csv(logger)
-    assert rows_with(rows, "loss") == [
-        (3, pytest.approx(per_epoch[0], rel=1e-5)),
-        (6, pytest.approx(per_epoch[1], rel=1e-5)),
+    assert rows_with(rows, "loss") == [  # Lightning's step: the epoch's last batch
+        (2, pytest.approx(per_epoch[0], rel=1e-5)),
+        (5, pytest.approx(per_epoch[1], rel=1e-5)),
     ]
-    assert rows_with(rows, "epoch") == [(3, 0.0), (6, 1.0)]
+    assert rows_with(rows, "epoch") == [(2, 0.0), (5, 1.0)]  # Lightning's step: the epoch's last batch
     assert float(trainer.callback_metrics["loss"]) == pytest.approx(per_epoch[1], rel=1e-5)
     assert isinstance(trainer.callback_metrics["loss"], torch.Tensor)
 
@@ -196,8 +199,8 @@ def test_on_step_and_on_epoch_give_step_and_epoch_names(tmp_path):
     assert float(cb["loss_epoch"]) == pytest.approx(epoch_mean, rel=1e-6)
     assert float(cb["loss_step"]) == pytest.approx(last, rel=1e-6)
     rows = read_csv(logger)
-    assert [s for s, _ in rows_with(rows, "loss_step")] == [1, 2, 3, 4]
-    assert rows_with(rows, "loss_epoch") == [(4, pytest.approx(epoch_mean, rel=1e-6))]
+    assert [s for s, _ in rows_with(rows, "loss_step")] == [0, 1, 2, 3]  # Lightning's step: from 0
+    assert rows_with(rows, "loss_epoch") == [(3, pytest.approx(epoch_mean, rel=1e-6))]  # Lightning's: last batch
 
 
 def test_callback_metrics_during_the_epoch_hold_the_latest_step_value(tmp_path):
@@ -275,8 +278,9 @@ def test_logging_in_train_epoch_hooks_defaults_to_epoch(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger)
     trainer.fit(EpochHooks(), loader(16))
     rows = read_csv(logger)
-    assert rows_with(rows, "start") == [(2, 0.0), (4, 1.0)]
-    assert rows_with(rows, "end") == [(2, 0.5), (4, 1.5)]
+    # Lightning's step: the epoch's last batch
+    assert rows_with(rows, "start") == [(1, 0.0), (3, 1.0)]
+    assert rows_with(rows, "end") == [(1, 0.5), (3, 1.5)]
 
 
 # ---------------------------------------------------------------------- validation / test defaults
@@ -315,7 +319,7 @@ def test_validation_logs_epoch_means_by_default(tmp_path):
     assert trainer.logged_metrics["val_loss"] == pytest.approx(expected, rel=1e-6)
     assert "val_loss_step" not in trainer.logged_metrics
     rows = rows_with(read_csv(logger), "val_loss")
-    assert [s for s, _ in rows] == [2, 4]  # once per validation run, at the global step
+    assert [s for s, _ in rows] == [1, 3]  # once per validation run, at the step of the last batch (Lightning's)
     assert rows[-1][1] == pytest.approx(expected, rel=1e-6)
 
 
@@ -343,8 +347,11 @@ def test_on_step_logging_in_validation_is_allowed(tmp_path):
 
     trainer = quiet_trainer(tmp_path)
     results = trainer.validate(StepVal(), loader(24, batch_size=8), verbose=False)
-    assert results == [{"v": pytest.approx(1.0)}]
-    assert float(trainer.callback_metrics["v_step"]) == 2.0
+    assert results == [{"v_epoch": pytest.approx(1.0)}]  # the key it was logged under, as Lightning
+    # as Lightning: the step value leaves callback_metrics when the evaluation ends, stays in logged_metrics
+    assert "v_step" not in trainer.callback_metrics
+    assert float(trainer.callback_metrics["v_epoch"]) == pytest.approx(1.0)
+    assert float(trainer.logged_metrics["v_step"]) == 2.0
 
 
 # ---------------------------------------------------------------------- several dataloaders

@@ -3,7 +3,10 @@ metric, and optionally ``last.ckpt`` (Lightning's arguments and attributes).
 
 Files are written atomically and an old top-k file is deleted only after its replacement is in
 place (see :mod:`ember.checkpoint.topk`). Its own bookkeeping is saved in every checkpoint, so a
-resumed run keeps pruning the same files.
+resumed run keeps pruning the same files. That bookkeeping is data from a file: a restored path is
+used only if it resolves directly inside this callback's ``dirpath`` and has a name this callback
+gives its files (its ``filename`` template, ``-vN`` and ``.ckpt``, or ``last.ckpt``); any other is
+ignored with a warning, so a downloaded checkpoint cannot make Ember delete or overwrite a file.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from ember.callbacks.callback import Callback
 from ember.checkpoint import io as ckpt_io
-from ember.checkpoint.topk import TopK, unique_path
+from ember.checkpoint.topk import TopK, foreign_reason, unique_path
 from ember.engine.events import Priority
 from ember.io.atomic import remove_stale_temporaries
 
@@ -96,6 +100,18 @@ class ModelCheckpoint(Callback):
         self.current_score: torch.Tensor | None = None
         self._last_step_saved = -1
         self._last_time = time.monotonic()
+        self._bind_topk()
+
+    def _bind_topk(self) -> None:
+        """Tell the top-k where its files are and what they are called (what restored paths must match)."""
+        self.topk.directory = self.dirpath
+        self.topk.name_ok = self.is_own_name
+
+    def is_own_name(self, name: str) -> bool:
+        """Whether ``name`` (a file name, no directory) is one this callback gives its top-k files:
+        its ``filename`` template filled with any values, an optional ``-vN``, and ``.ckpt``."""
+        pattern = _name_pattern(self.filename, self.auto_insert_metric_name, self.CHECKPOINT_EXT)
+        return pattern.fullmatch(name) is not None
 
     @staticmethod
     def _seconds(interval: Any) -> float | None:
@@ -119,6 +135,7 @@ class ModelCheckpoint(Callback):
     def setup(self, trainer: Any, module: Any, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
+        self._bind_topk()
         self._last_time = time.monotonic()
         if stage == "fit" and trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
@@ -144,7 +161,11 @@ class ModelCheckpoint(Callback):
     def _save_at_epoch_end(self, trainer: Any) -> bool:
         if self.save_on_train_epoch_end is not None:
             return self.save_on_train_epoch_end
-        return trainer.val_check_batch is None  # validation only at epoch ends
+        # as Lightning: after validation when it runs several times an epoch or not every epoch
+        if trainer.check_val_every_n_epoch != 1:
+            return False
+        no_validation = all(count == 0 for count in trainer.num_val_batches)  # (None: a loader of unknown length)
+        return no_validation or trainer.val_check_interval == 1.0
 
     def _epoch_due(self, trainer: Any) -> bool:
         return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -165,6 +186,8 @@ class ModelCheckpoint(Callback):
         return _GROUP.sub(fill, self.filename).replace("/", "_") + self.CHECKPOINT_EXT
 
     def _save(self, trainer: Any) -> None:
+        if trainer.fast_dev_run:  # as Lightning: a fast_dev_run writes no checkpoint
+            return
         step = trainer.global_step
         if step == self._last_step_saved:
             return
@@ -270,19 +293,63 @@ class ModelCheckpoint(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("dirpath") != self.dirpath and self.dirpath is not None:
-            return  # a different directory: start fresh bookkeeping, as Lightning does
-        self.dirpath = state.get("dirpath", self.dirpath)
-        self.topk.load_state_dict(state.get("topk", {}))
-        self.best_model_path = state.get("best_model_path", "")
+        """Continue the bookkeeping of a run that wrote to this ``dirpath``. Every restored path is
+        checked first (see the module docstring): one that is not this callback's own is ignored with
+        a warning naming the file and the field, and is never deleted or written."""
+        if not isinstance(state, dict):
+            raise ValueError(f"ModelCheckpoint state must be a dict, got {type(state).__name__}")
+        if self.dirpath is None or state.get("dirpath") != self.dirpath:
+            return  # another directory (or none chosen yet): start fresh bookkeeping, as Lightning does
+        self._bind_topk()
+        topk = state.get("topk", {})
+        self.topk.load_state_dict(topk if isinstance(topk, dict) else {"saved": topk}, where="topk.saved")
+        self.best_model_path = self._own_path(state.get("best_model_path", ""), "best_model_path")
         score = state.get("best_model_score")
-        self.best_model_score = None if score is None else torch.tensor(score)
-        self.last_model_path = state.get("last_model_path", "")
-        self.kth_best_model_path = state.get("kth_best_model_path", "")
-        self._last_step_saved = state.get("last_step_saved", -1)
-        for old in state.get("dropping", []):  # the run stopped before it deleted them
-            if old not in self.topk.saved:
+        number = isinstance(score, (int, float)) and not isinstance(score, bool)
+        self.best_model_score = torch.tensor(float(score)) if number and self.best_model_path else None
+        last = self._own_path(state.get("last_model_path", ""), "last_model_path", last=True)
+        self.last_model_path = last
+        self.kth_best_model_path = self._own_path(state.get("kth_best_model_path", ""), "kth_best_model_path")
+        step = state.get("last_step_saved", -1)
+        self._last_step_saved = step if isinstance(step, int) and not isinstance(step, bool) else -1
+        dropping = state.get("dropping", [])
+        for old in dropping if isinstance(dropping, list) else [dropping]:  # the run stopped before it deleted them
+            if self._own_path(old, "dropping") and old not in self.topk.saved:
                 ckpt_io.remove(old)
+
+    def _own_path(self, path: Any, field: str, last: bool = False) -> str:
+        """``path`` if it is one of this callback's own files, else "" (with a warning naming the file and field)."""
+        if path == "":
+            return ""
+        assert self.dirpath is not None
+        name_ok = (lambda n: n == self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT) if last else self.is_own_name
+        problem = foreign_reason(path, self.dirpath, name_ok)
+        if problem is None:
+            return path
+        warnings.warn(
+            f"ModelCheckpoint: ignoring {path!r} in the checkpoint's {field!r}: {problem}. Ember deletes or "
+            f"replaces only files it wrote itself in {self.dirpath!r}, so this file is left alone",
+            stacklevel=3,
+        )
+        return ""
+
+
+#: a metric formatted as :meth:`ModelCheckpoint.format_checkpoint_name` does (``3``, ``-1.000``,
+#: ``1e-05``, ``nan``, ``-inf``, ``12,345``, ``50.0%``, padded)
+_NUMBER = "[-+ 0-9.,_%eEnaifNAIF]+"
+
+
+def _name_pattern(template: str, insert_names: bool, ext: str) -> re.Pattern[str]:
+    """What :meth:`ModelCheckpoint.format_checkpoint_name` can produce from ``template`` (then
+    :func:`~ember.checkpoint.topk.unique_path`'s ``-vN``), as a regular expression."""
+    parts, pos = [], 0
+    for m in _GROUP.finditer(template):
+        parts.append(re.escape(template[pos : m.start()].replace("/", "_")))
+        prefix = re.escape(f"{m.group(1)}=".replace("/", "_")) if insert_names else ""
+        parts.append(prefix + _NUMBER)
+        pos = m.end()
+    parts.append(re.escape(template[pos:].replace("/", "_")))
+    return re.compile("".join(parts) + r"(?:-v[0-9]+)?" + re.escape(ext))
 
 
 def _save_file(checkpoint: dict[str, Any], path: str) -> None:

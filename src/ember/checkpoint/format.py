@@ -16,6 +16,9 @@ Keys of format version 1::
     hyper_parameters          the module's plain hyperparameters
     datamodule_hyper_parameters
     rng_states                see ember.checkpoint.rng
+
+A loaded checkpoint is checked against this layout (:mod:`ember.checkpoint.schema`) before it is
+returned: an entry of another type or shape raises a ``CheckpointError`` naming the file and the entry.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from ember.checkpoint.io import CheckpointError, PathLike, load_object, save_object
+from ember.checkpoint.schema import LAYOUT_VERSION, validate_checkpoint
 from ember.version import __version__
 
 FORMAT_VERSION = 1
@@ -108,9 +112,13 @@ def save_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> None:
 
 
 def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
-    """Load and validate an Ember checkpoint; never runs code from the file (weights_only)."""
+    """Load and validate an Ember checkpoint (only from a regular file; its layout checked, see
+    :mod:`ember.checkpoint.schema`); never runs code from the file (weights_only)."""
     name = os.fspath(path)
     obj = load_object(path, map_location=map_location)
     if not isinstance(obj, dict) or VERSION_KEY not in obj:
         raise CheckpointError(f"{name!r} is a torch file but not an Ember checkpoint (no {VERSION_KEY!r} key)")
-    return migrate(obj, name)
+    checkpoint = migrate(obj, name)
+    if checkpoint[VERSION_KEY] == LAYOUT_VERSION:  # the layout checked is this format's (a test keeps them equal)
+        validate_checkpoint(checkpoint, name)
+    return checkpoint

@@ -12,7 +12,10 @@ Guarantees by kind of target:
   target.
 
 Loading always uses ``torch.load(weights_only=True)``: a file that would need to run code to load
-is refused, and nothing in it runs.
+is refused, and nothing in it runs. Only regular files are read (a FIFO, a device such as
+``/dev/zero`` or a symlink to one is refused before it is opened for reading), and a zip archive is
+inspected first: torch stores every record uncompressed, so a compressed record, or records larger
+than the file, mark a file that would expand out of proportion, and it is refused unread.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import stat
 import uuid
 import zipfile
 from pathlib import Path
@@ -33,7 +37,9 @@ PathLike = str | os.PathLike
 
 
 class CheckpointError(ValueError):
-    """A file is not a loadable Ember checkpoint (truncated, foreign, unsafe or from the future)."""
+    """A checkpoint cannot be used: the file is not a loadable Ember checkpoint (truncated, foreign,
+    malformed, unsafe, not a regular file, or from the future), or ``ckpt_path="last"``/``"best"``
+    names none. The message names the file."""
 
 
 def is_url(path: PathLike) -> bool:
@@ -127,25 +133,103 @@ def save_object(obj: Any, path: PathLike) -> None:
 def load_object(path: PathLike, map_location: Any = None) -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong.
 
-    A local file in torch's zip format is read by torch record by record (one copy of the data in
-    memory); other files and URLs are read whole first. Not memory-mapped: the tensors would alias
-    the file, and a file overwritten in place (``cp``) would change a running model's state.
+    A local file must be a regular file (checked on the resolved path before it is opened, then again
+    on the opened descriptor); it is read by torch record by record (one copy of the data in memory).
+    URLs are read whole first. A zip archive's directory is checked before torch reads it (see the
+    module docstring). Not memory-mapped: the tensors would alias the file, and a file overwritten in
+    place (``cp``) would change a running model's state.
     """
     name = os.fspath(path)
-    source: Any
+    if is_url(path):
+        try:
+            data = read_bytes(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"checkpoint {name!r} does not exist") from None
+        if not data:
+            raise CheckpointError(f"{name!r} is empty: not an Ember checkpoint (was its write interrupted?)")
+        source: Any = io.BytesIO(data)
+        check_archive(source, len(data), name)
+        return _torch_load(source, map_location, name)
+    with open_regular_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            raise CheckpointError(f"{name!r} is empty: not an Ember checkpoint (was its write interrupted?)")
+        check_archive(f, size, name)
+        return _torch_load(f, map_location, name)
+
+
+def _describe(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((text for test, text in kinds if test(mode)), "not a regular file")
+
+
+def open_regular_file(path: PathLike) -> Any:
+    """``path`` opened for binary reading, if it is (or a symlink resolves to) a regular file;
+    a :class:`CheckpointError` naming it otherwise, before anything is read from it (a FIFO is
+    opened without blocking, and only to confirm that it is still the file that was checked)."""
+    name = os.fspath(path)
+    local = os.fspath(_local(path))
     try:
-        if is_url(path):
-            source = read_bytes(path)
-        else:
-            local = _local(path)
-            source = local if local.stat().st_size and zipfile.is_zipfile(local) else local.read_bytes()
+        before = os.stat(local)  # follows symlinks: the file that would be read
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {name!r} does not exist") from None
-    if isinstance(source, bytes) and not source:
-        raise CheckpointError(f"{name!r} is empty: not an Ember checkpoint (was its write interrupted?)")
+    via = f", the target of the symlink {name!r}" if os.path.islink(local) else ""
+    if not stat.S_ISREG(before.st_mode):
+        target = os.path.realpath(local)
+        raise CheckpointError(
+            f"{name!r} is not a regular file ({target!r} is {_describe(before.st_mode)}{via}): "
+            "a checkpoint is read only from a regular file; refused without reading it"
+        )
+    fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if isinstance(source, bytes):
-            return torch.load(io.BytesIO(source), map_location=map_location, weights_only=True)
+        after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise CheckpointError(f"{name!r} was replaced while it was being opened; refused without reading it")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_archive(f: Any, size: int, name: str) -> None:
+    """Refuse a zip archive (torch's format) whose records would expand out of proportion to the
+    file: torch stores every record uncompressed, so each must be stored and all together must fit
+    in the file's ``size`` bytes. Reads only the archive's central directory; ``f`` is left at its
+    start. Files that are not zip archives pass (torch then reads or refuses them itself)."""
+    try:
+        if not zipfile.is_zipfile(f):
+            return
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"{name!r} is not a readable checkpoint: its zip directory is damaged ({err})") from None
+    finally:
+        f.seek(0)
+    total = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{name!r} was refused: its record {record.filename!r} is compressed ({record.file_size} bytes from "
+                f"{record.compress_size}); torch stores checkpoint records uncompressed, so this file was not "
+                "written by torch.save and could expand out of proportion to its size"
+            )
+        total += record.file_size
+        if total > size:
+            raise CheckpointError(
+                f"{name!r} was refused: its records declare {total} bytes or more, but the file has {size}; "
+                "a checkpoint's records are stored whole inside it, so it could expand out of proportion to its size"
+            )
+
+
+def _torch_load(source: Any, map_location: Any, name: str) -> Any:
+    try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         detail = _unpickling_detail(str(err))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ember.checkpoint.format import load_checkpoint
+from ember.checkpoint.io import CheckpointError
 
 _COMPILED = "_orig_mod."
 
@@ -72,6 +73,13 @@ def _retie(module: torch.nn.Module, ties: list[tuple[str, str]]) -> None:
         setattr(module.get_submodule(owner), leaf, module.get_parameter(source))
 
 
+def _load_weights(model: torch.nn.Module, state_dict: dict[str, Any], strict: bool, name: str, assign: bool = False) -> None:
+    try:
+        model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=assign)
+    except RuntimeError as err:  # missing or unexpected keys, shapes that differ
+        raise CheckpointError(f"{name!r} does not fit {type(model).__name__}: {err}") from None
+
+
 def load_module_from_checkpoint(
     cls: type,
     checkpoint_path: str | os.PathLike,
@@ -80,22 +88,30 @@ def load_module_from_checkpoint(
     **hparam_overrides: Any,
 ) -> Any:
     """``cls`` built from the checkpoint's hyperparameters (``hparam_overrides`` win) with its weights."""
+    name = os.fspath(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location if map_location is not None else "cpu")
     if "state_dict" not in checkpoint:
-        raise ValueError(f"{os.fspath(checkpoint_path)!r} holds no model weights ('state_dict')")
+        raise CheckpointError(f"{name!r} holds no model weights ('state_dict')")
     kwargs = _init_kwargs(cls, {**checkpoint.get("hyper_parameters", {}), **hparam_overrides})
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise CheckpointError(
+            f"{name!r} cannot build {cls.__name__}: {err} (its saved hyperparameters are {sorted(kwargs)}); "
+            "pass the missing ones to load_from_checkpoint as keyword arguments"
+        ) from None
     state_dict = checkpoint["state_dict"]
     with torch.device("meta"):
         model = cls(**kwargs)
     ties = _ties(model)
-    model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=True)
+    _load_weights(model, state_dict, strict, name, assign=True)
     _retie(model, ties)
     if _has_meta(model):  # something __init__ computed is not in the checkpoint: build it for real
         model = cls(**kwargs)
         device = _target_device(map_location, state_dict)
         if device is not None:
             model.to(device)
-        model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict)
+        _load_weights(model, state_dict, strict, name)
     example = getattr(model, "example_input_array", None)
     if isinstance(example, torch.Tensor) and example.is_meta:
         # built under the meta device: keep its shape and dtype (what summaries and exports use)

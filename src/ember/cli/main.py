@@ -3,7 +3,11 @@ command-line overrides (``--trainer.max_epochs 3``, ``--model.init_args.lr 0.01`
 
 Model and data are given by class path (``class_path: mypkg.MyModel`` + ``init_args``), so users'
 own classes work; the current directory is importable, as with ``python -m``.
-``--print_config`` prints the complete resolved configuration and exits.
+``--print_config`` prints the complete resolved configuration and exits; ``ember fit`` writes it,
+with the seed it used (a random one when none is given), to ``config.yaml`` in the run's log folder,
+and ``ember fit --config <that file>`` runs the same training again.
+A user error (a bad option or config file, a missing checkpoint, a model without the step a
+subcommand runs) ends in one ``ember: error: ...`` line and exit status 2.
 ``ember export`` and ``ember serve`` work on a trained model (see ``ember.export.cli``, ``ember.serve.cli``);
 ``ember tune`` searches a config's hyperparameters with Optuna (see ``ember.tune.cli``).
 """
@@ -72,8 +76,9 @@ def _stage_parser(name: str) -> Any:
     return parser
 
 
-def build_parser() -> Any:
-    """The ``ember`` argument parser with one subcommand per Trainer entry point."""
+def build_parser(stage_parsers: dict[str, Any] | None = None) -> Any:
+    """The ``ember`` argument parser with one subcommand per Trainer entry point (``stage_parsers``:
+    the subcommands' parsers to use, by name; built here when not given)."""
     from jsonargparse import ArgumentParser
 
     from ember.version import __version__
@@ -82,7 +87,8 @@ def build_parser() -> Any:
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     subcommands = parser.add_subcommands(dest="subcommand", required=True)
     for name in SUBCOMMANDS:
-        subcommands.add_subcommand(name, _stage_parser(name), help=SUBCOMMANDS[name])
+        stage_parser = (stage_parsers or {}).get(name) or _stage_parser(name)
+        subcommands.add_subcommand(name, stage_parser, help=SUBCOMMANDS[name])
     for name in TOOLS:
         tool_parser = _tool_parser(name)
         subcommands.add_subcommand(name, tool_parser, help=tool_parser.description)
@@ -108,12 +114,16 @@ class EmberCLI:
             sys.path.insert(0, os.getcwd())
         from jsonargparse import ArgumentError
 
-        self.parser = build_parser()
+        self.stage_parsers = {name: _stage_parser(name) for name in SUBCOMMANDS}
+        self.parser = build_parser(self.stage_parsers)
         argv = list(sys.argv[1:] if args is None else args)
+        check_config_files(argv)
         try:
             self.config = self.parser.parse_args(argv)
             self.subcommand: str = self.config.subcommand
             stage_config = self.config[self.subcommand]
+            if stage_config.get("seed_everything") is None and self.subcommand == "fit":
+                stage_config.seed_everything = random_seed()  # recorded in config.yaml: the run can be repeated
             if stage_config.get("seed_everything") is not None:
                 from ember.seed import seed_everything
 
@@ -125,8 +135,19 @@ class EmberCLI:
         self.model = init.model
         self.datamodule = init.get("data")
         self.result: Any = None
+        check_stage(self.subcommand, self.model, stage_config.get("ckpt_path"))
+        if self.subcommand == "fit":
+            from ember.cli.save_config import SaveConfigCallback
+
+            self.trainer.callbacks.append(SaveConfigCallback(self.dump_config()))
         if run:
             self.run()
+
+    def dump_config(self) -> str:
+        """The subcommand's fully resolved configuration as YAML (what ``--config`` reads back)."""
+        stage_config = self.config[self.subcommand].clone()
+        stage_config.pop("config", None)
+        return self.stage_parsers[self.subcommand].dump(stage_config, skip_none=False)
 
     def run(self) -> Any:
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
@@ -134,8 +155,63 @@ class EmberCLI:
         return self.result
 
 
+def random_seed() -> int:
+    """A fresh seed for a run given none (as LightningCLI's ``seed_everything: true``)."""
+    return int.from_bytes(os.urandom(4), "little")
+
+
+#: what each subcommand calls on the model (checked before anything runs)
+STAGE_METHODS = {
+    "fit": ("training_step", "configure_optimizers"),
+    "validate": ("validation_step",),
+    "test": ("test_step",),
+    "predict": (),
+}
+
+
+def check_stage(subcommand: str, model: Any, ckpt_path: Any) -> None:
+    """Refuse, as a :class:`ConfigError`, a model without the method ``subcommand`` runs and a
+    ``--ckpt_path`` file that is not there, before anything runs."""
+    from ember.trainer.stages import check_model
+
+    try:
+        check_model(model, subcommand, STAGE_METHODS[subcommand])
+    except TypeError as err:
+        raise ConfigError(f"{err}; choose a subcommand the model supports or give --model a class that defines it") from None
+    if subcommand == "predict" and not callable(getattr(model, "predict_step", None)):
+        raise ConfigError(f"{type(model).__name__} cannot be used with ember predict: it does not define predict_step()")
+    if isinstance(ckpt_path, str) and ckpt_path not in ("last", "best") and "://" not in ckpt_path:
+        if not os.path.exists(ckpt_path):
+            raise ConfigError(f'--ckpt_path {ckpt_path!r}: no such file (give a checkpoint\'s path, "last" or "best")')
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """Parse every ``--config`` file given in ``argv`` as YAML first, so that a syntax error names
+    the file, the line and the column (jsonargparse would report an anonymous string)."""
+    import yaml
+
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # a YAML string, or a missing file: jsonargparse says so
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"config file {path!r} is not valid YAML{where}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path!r} cannot be read: {err}") from None
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ember`` console script; returns the exit status."""
+    """Entry point of the ``ember`` console script; returns the exit status (2 for a user error,
+    reported as one ``ember: error: ...`` line)."""
+    from ember.checkpoint.io import CheckpointError
+
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in TOOLS:
@@ -144,10 +220,15 @@ def main(args: Sequence[str] | None = None) -> int:
                 return status
         else:
             EmberCLI(argv)
-    except ConfigError as err:
-        print(f"ember: error: {err}", file=sys.stderr)
+    except (ConfigError, CheckpointError) as err:  # a checkpoint that cannot be used is the user's to fix too
+        print(f"ember: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(message: str) -> str:
+    """``message`` with its lines joined (an error is reported on one line)."""
+    return "; ".join(part for line in message.splitlines() if (part := " ".join(line.split())))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ otherwise the interrupted epoch restarts its data, with a warning.
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from typing import Any
 
 import torch
 
-from ember.checkpoint import capture_rng_states, new_checkpoint
 from ember.checkpoint import io as ckpt_io
+from ember.checkpoint import new_checkpoint
 from ember.checkpoint.format import plain_data
 from ember.checkpoint.loading import adapt_state_dict
 
@@ -54,6 +53,13 @@ def restore_epoch_start_rng(loader: Any, state: dict[str, Any]) -> None:
     gen = loader_generator(loader)
     if gen is not None and "loader_generator" in state:
         gen.set_state(state["loader_generator"])
+
+
+def _own_checkpoint_dirs(trainer: Any) -> list[str]:
+    """Where this trainer's checkpoints go: its ModelCheckpoints' directories, or
+    ``<log_dir>/checkpoints`` (the default one, and where a stop signal's checkpoint goes)."""
+    dirs = [os.fspath(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    return list(dict.fromkeys(dirs)) or [os.path.join(trainer.log_dir, "checkpoints")]
 
 
 class CheckpointConnector:
@@ -95,7 +101,9 @@ class CheckpointConnector:
             ]
             if dm is not None and callable(getattr(dm, "state_dict", None)):
                 ckpt["datamodule"] = dm.state_dict()
-            ckpt["rng_states"] = capture_rng_states()
+            ckpt["rng_states"] = tr._fit_loop.training_rng_states()  # not validation's, if it is running
+            for lg in tr.loggers:  # everything logged up to this checkpoint is on disk before it is
+                lg.save()
         dispatch = tr._stage_dispatch
         if dispatch is not None:
             dispatch.call("on_save_checkpoint", ckpt)
@@ -114,20 +122,38 @@ class CheckpointConnector:
     # ------------------------------------------------------------------ which file
 
     def resolve(self, ckpt_path: str | os.PathLike | None, stage: str) -> str | None:
-        """Turn ``"last"``/``"best"``/a path into a file path (None: nothing to load)."""
+        """Turn ``"last"``/``"best"``/a path into a file path (None: nothing to load).
+
+        ``"last"`` is the newest ``*.ckpt`` where this run's own checkpoints go: the ``dirpath`` of
+        each of its ``ModelCheckpoint`` callbacks (by default ``<log_dir>/checkpoints``), or
+        ``<log_dir>/checkpoints`` (where a stop signal's checkpoint goes) without one. Nothing else
+        under ``default_root_dir`` is considered. None found: ``fit`` starts from scratch with a
+        warning, other stages raise (they would silently evaluate an untrained model).
+        """
+        self._stage = stage  # what the file that load() reads next must be able to do
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
             cb = self.trainer.checkpoint_callback
             if cb is None or not cb.best_model_path:
-                raise ValueError(f'ckpt_path="best" but no best checkpoint is known to this trainer ({stage})')
+                raise ckpt_io.CheckpointError(
+                    f'ckpt_path="best" ({stage}): this trainer knows no best checkpoint. "best" is the best file '
+                    "a ModelCheckpoint of this Trainer saved during fit(); pass a checkpoint's path instead"
+                )
             return cb.best_model_path
         if ckpt_path == "last":
             # distributed: every rank resumes from the file rank zero found (a new one may be appearing)
             found = self.trainer.strategy.broadcast(self._newest_checkpoint())
             if found is None:
+                where = " or ".join(repr(d) for d in _own_checkpoint_dirs(self.trainer))
+                if stage != "fit":
+                    raise ckpt_io.CheckpointError(
+                        f'ckpt_path="last" ({stage}): no checkpoint found in {where}, where this trainer\'s checkpoints go; '
+                        f"refusing to {stage} an untrained model. Pass the checkpoint's path"
+                    )
                 warnings.warn(
-                    f'ckpt_path="last": no checkpoint found under {self.trainer.default_root_dir!r}; starting from scratch',
+                    f'ckpt_path="last": no checkpoint found in {where}, where this run\'s checkpoints go; starting from '
+                    "scratch. To continue another run, pass its checkpoint's path",
                     stacklevel=4,
                 )
             return found
@@ -136,22 +162,45 @@ class CheckpointConnector:
         return os.fspath(ckpt_path)
 
     def _newest_checkpoint(self) -> str | None:
-        candidates: set[str] = set()
-        remote: list[tuple[str, float]] = []
-        for cb in self.trainer.checkpoint_callbacks:
-            if cb.dirpath and ckpt_io.is_url(cb.dirpath):  # s3://, memory://, ...: ask the filesystem
-                remote += ckpt_io.listed_with_mtime(cb.dirpath)
-            elif cb.dirpath:
-                candidates.update(glob.glob(os.path.join(glob.escape(os.fspath(cb.dirpath)), "*.ckpt")))
-        root = glob.escape(self.trainer.default_root_dir)
-        candidates.update(glob.glob(os.path.join(root, "**", "*.ckpt"), recursive=True))
-        found = remote + [(c, os.path.getmtime(c)) for c in candidates if os.path.isfile(c)]
+        """The newest ``*.ckpt`` (a regular file, or a sharded checkpoint's directory) in this run's own
+        checkpoint directories (see :meth:`resolve`), or None."""
+        found: list[tuple[str, float]] = []
+        for directory in _own_checkpoint_dirs(self.trainer):
+            if ckpt_io.is_url(directory):  # s3://, memory://, ...: ask the filesystem
+                found += ckpt_io.listed_with_mtime(directory)
+                continue
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.name.endswith(".ckpt") and not entry.name.startswith("."):
+                    try:
+                        found.append((os.path.join(directory, entry.name), entry.stat().st_mtime))
+                    except OSError:  # a dangling symlink, or gone meanwhile
+                        continue
         return max(found, key=lambda item: item[1])[0] if found else None
 
     # ------------------------------------------------------------------ restoring
 
     def load(self, path: str) -> dict[str, Any]:
-        return self.trainer.strategy.load_checkpoint(path, map_location=self.trainer.root_device)
+        """Read the checkpoint at ``path`` (validated, see ``ember.checkpoint``), check that it can do
+        what the stage :meth:`resolve` was last called for needs (weights; for ``fit``, the training
+        state too), and say, on rank zero, which file it was."""
+        checkpoint = self.trainer.strategy.load_checkpoint(path, map_location=self.trainer.root_device)
+        name = os.fspath(path)
+        if "state_dict" not in checkpoint and not isinstance(checkpoint.get("sharded"), dict):
+            raise ckpt_io.CheckpointError(f"{name!r} holds no model weights ('state_dict'): nothing to load")
+        if getattr(self, "_stage", None) == "fit" and "loops" not in checkpoint:
+            raise ckpt_io.CheckpointError(
+                f"{name!r} holds weights only (save_weights_only=True): it cannot resume training. Load its weights "
+                "with YourModule.load_from_checkpoint(...) and call fit() without ckpt_path"
+            )
+        if self.trainer.is_global_zero:
+            shown = path if ckpt_io.is_url(path) else os.path.abspath(path)
+            progress = [f"{k} {checkpoint[k]}" for k in ("epoch", "global_step") if k in checkpoint]
+            print(f"ember: loaded checkpoint {shown!r}" + (f" ({', '.join(progress)})" if progress else ""))
+        return checkpoint
 
     def restore_model(self, checkpoint: dict[str, Any]) -> None:
         model = self.trainer.model

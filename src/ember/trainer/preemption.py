@@ -20,7 +20,8 @@ class Preempted(SystemExit):
         self.checkpoint_path = checkpoint_path
         super().__init__(
             f"ember: received {signal_name}; saved a checkpoint to {checkpoint_path!r}. "
-            f'Resume with trainer.fit(..., ckpt_path="last") (or ember fit ... --ckpt_path last).'
+            f"Resume with trainer.fit(..., ckpt_path={checkpoint_path!r}) (or ember fit ... --ckpt_path "
+            f"{checkpoint_path}); ckpt_path=\"last\" finds it when the run keeps its checkpoint folder."
         )
 
 
