@@ -218,19 +218,17 @@ def test_sigusr1_in_a_forked_child(tmp_path: Path, reference: dict) -> None:
 
 
 def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
-    proc = start_script(tmp_path, "--step-sleep", "30", "--sleep-from", "2")  # from step 2 on, a step takes 30 s
+    # from step 2 on, a step takes 600 s: a process that waited for it would outlive the bounded wait below
+    proc = start_script(tmp_path, "--step-sleep", "600", "--sleep-from", "2")
     try:
         read_until_step(proc, 1)
         time.sleep(1.0)  # now well inside step 2
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
-        t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
-        stopped_after = time.monotonic() - t0
+        out, err = proc.communicate(timeout=180)  # did not wait for the step to finish
     finally:
         proc.kill()
-    assert stopped_after < 15.0  # did not wait for the step to finish (the interpreter's exit alone takes a while)
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err and "saved a checkpoint" not in err
     assert "STEP 2" not in out

@@ -143,7 +143,7 @@ class CheckpointConnector:
             return cb.best_model_path
         if ckpt_path == "last":
             # distributed: every rank resumes from the file rank zero found (a new one may be appearing)
-            found = self.trainer.strategy.broadcast(self._newest_checkpoint())
+            found = self.trainer.strategy.broadcast(self._newest_checkpoint() or "") or None  # (None is not broadcast)
             if found is None:
                 where = " or ".join(repr(d) for d in _own_checkpoint_dirs(self.trainer))
                 if stage != "fit":
