@@ -10,9 +10,17 @@ from ember.loggers.handlers import OptimizerParamsHandler, OutputHandler, global
 from ember.loggers.mlflow_logger import MLFlowLogger, MLflowLogger
 from ember.loggers.send import send_metrics
 from ember.loggers.tensorboard_logger import TensorBoardLogger, TensorboardLogger
+from ember.loggers.weights_handlers import (
+    GradsHistHandler,
+    GradsScalarHandler,
+    WeightsHistHandler,
+    WeightsScalarHandler,
+)
 
 __all__ = [
     "CSVLogger",
+    "GradsHistHandler",
+    "GradsScalarHandler",
     "Logger",
     "MLFlowLogger",
     "MLflowLogger",
@@ -20,6 +28,8 @@ __all__ = [
     "OutputHandler",
     "TensorBoardLogger",
     "TensorboardLogger",
+    "WeightsHistHandler",
+    "WeightsScalarHandler",
     "global_step_from_engine",
     "send_metrics",
 ]
