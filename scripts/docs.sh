@@ -11,5 +11,6 @@ if [ "${1:-}" = "serve" ]; then
   exec .venv/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 fi
 echo "docs: building the site into site/ (strict)"
-.venv/bin/mkdocs build --strict --quiet --clean
+# not --quiet: it drops warnings before strict mode counts them; show everything but the INFO lines
+.venv/bin/mkdocs build --strict --clean 2>&1 | { grep -v '^INFO' || true; }
 echo "docs: built $(find site -name '*.html' | wc -l) pages; open site/index.html"

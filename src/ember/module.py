@@ -84,13 +84,8 @@ class Module(nn.Module):
         "hparams",
     ]  # fmt: skip
     __jit_ignored_attributes__ = [
-        "trainer",
-        "automatic_optimization",
-        "example_input_array",
-        "_trainer",
-        "_hparams",
-        "_log_hyperparams",
-    ]
+        "trainer", "automatic_optimization", "example_input_array", "_trainer", "_hparams", "_log_hyperparams",
+    ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,10 +107,12 @@ class Module(nn.Module):
 
     @property
     def current_epoch(self) -> int:
+        """The Trainer's current epoch, counted from 0 (0 when not attached to a Trainer)."""
         return self._trainer.current_epoch if self._trainer is not None else 0
 
     @property
     def global_step(self) -> int:
+        """Optimizer steps taken so far, checkpointed ones included (0 when not attached to a Trainer)."""
         return self._trainer.global_step if self._trainer is not None else 0
 
     @property
@@ -141,6 +138,7 @@ class Module(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the first parameter (or else buffer); the CPU when the module has neither."""
         for t in self.parameters():
             return t.device
         for t in self.buffers():
@@ -149,6 +147,7 @@ class Module(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the first parameter; torch's default dtype when the module has none."""
         for t in self.parameters():
             return t.dtype
         return torch.get_default_dtype()
@@ -256,12 +255,18 @@ class Module(nn.Module):
     # ----------------------------------------------------------------- steps
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Compute the loss for ``(batch, batch_idx)``. Return it, a dict with it under ``"loss"`` (other keys reach
+        ``on_train_batch_end``), or None to skip the batch (no backward, no step). Runs under autocast for mixed
+        precision; with ``automatic_optimization = False``, step ``self.optimizers()`` here yourself."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_step(batch, batch_idx) to be fit")
 
     def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate ``(batch, batch_idx)`` (and ``dataloader_idx`` with several loaders) in eval mode, without
+        gradients; ``self.log`` metrics here. The return value reaches ``on_validation_batch_end``."""
         raise NotImplementedError(f"{type(self).__name__} must implement validation_step(batch, batch_idx) to validate")
 
     def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """As :meth:`validation_step`, for ``trainer.test()``; its return value reaches ``on_test_batch_end``."""
         raise NotImplementedError(f"{type(self).__name__} must implement test_step(batch, batch_idx) to test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
@@ -271,6 +276,9 @@ class Module(nn.Module):
         return self(batch)
 
     def configure_optimizers(self) -> Any:
+        """Optimizers and schedulers for ``fit`` (called after ``setup``): ``opt``, ``[opt, ...]``, ``(opts, scheds)``,
+        ``{"optimizer": opt, "lr_scheduler": sched | {"scheduler": sched, "interval": "step", ...}}`` (with a
+        ``"monitor"`` for ReduceLROnPlateau), a list of such dicts, or None. See "Optimizers and schedulers"."""
         raise NotImplementedError(
             f"{type(self).__name__} must implement configure_optimizers() returning an optimizer, a list of them, "
             "(optimizers, schedulers), or a dict with 'optimizer' and 'lr_scheduler'"
@@ -299,15 +307,19 @@ class Module(nn.Module):
         self.trainer.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Run backward on ``loss`` (already scaled under 16-mixed); called by the step and ``manual_backward``."""
         loss.backward(*args, **kwargs)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Step ``optimizer``; an override must run ``optimizer_closure`` (training_step, zero_grad, backward)."""
         optimizer.step(closure=optimizer_closure)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        """Zero ``optimizer``'s gradients on the first micro-batch of each accumulation window."""
         optimizer.zero_grad()
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step ``scheduler`` at its interval, with ``metric`` (ReduceLROnPlateau's monitored value) unless None."""
         if metric is None:
             scheduler.step()
         else:
@@ -316,6 +328,7 @@ class Module(nn.Module):
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
+        """Clip after ``on_before_optimizer_step`` (unscaled under 16-mixed), with the Trainer's clipping arguments."""
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def clip_gradients(
@@ -332,9 +345,11 @@ class Module(nn.Module):
         return apply_to_tensors(batch, lambda t: t.to(device, non_blocking=True))
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Return the batch to move to the device (change it here, before ``transfer_batch_to_device``)."""
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Return the batch the step receives (change it here, on the device, e.g. GPU augmentations)."""
         return batch
 
     # ----------------------------------------------------------------- export
@@ -383,41 +398,76 @@ class Module(nn.Module):
 
     # ----------------------------------------------------------------- no-op hooks
 
-    def on_fit_start(self) -> None: ...
-    def on_fit_end(self) -> None: ...
-    def on_train_start(self) -> None: ...
-    def on_train_end(self) -> None: ...
-    def on_train_epoch_start(self) -> None: ...
-    def on_train_epoch_end(self) -> None: ...
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any: ...
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
-    def on_validation_start(self) -> None: ...
-    def on_validation_end(self) -> None: ...
-    def on_validation_epoch_start(self) -> None: ...
-    def on_validation_epoch_end(self) -> None: ...
-    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_test_start(self) -> None: ...
-    def on_test_end(self) -> None: ...
-    def on_test_epoch_start(self) -> None: ...
-    def on_test_epoch_end(self) -> None: ...
-    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_predict_start(self) -> None: ...
-    def on_predict_end(self) -> None: ...
-    def on_predict_epoch_start(self) -> None: ...
-    def on_predict_epoch_end(self) -> None: ...
-    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_before_backward(self, loss: torch.Tensor) -> None: ...
-    def on_after_backward(self) -> None: ...
-    def on_before_optimizer_step(self, optimizer: Any) -> None: ...
-    def on_before_zero_grad(self, optimizer: Any) -> None: ...
-    def on_exception(self, exception: BaseException) -> None: ...
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
-    def setup(self, stage: str) -> None: ...
-    def teardown(self, stage: str) -> None: ...
+    def on_fit_start(self) -> None:
+        """First hook of ``fit``'s run (optimizers built, a checkpoint restored), before the sanity check."""
+    def on_fit_end(self) -> None:
+        """Last hook of a ``fit`` that completed, after ``on_train_end``; ``teardown`` follows."""
+    def on_train_start(self) -> None:
+        """Training begins: after ``on_fit_start`` and the sanity check, before the first epoch."""
+    def on_train_end(self) -> None:
+        """Training completed or was stopped: after the last ``on_train_epoch_end``, before ``on_fit_end``."""
+    def on_train_epoch_start(self) -> None:
+        """At the start of every training epoch (``self.current_epoch`` counts from 0)."""
+    def on_train_epoch_end(self) -> None:
+        """End of every training epoch, after its validation; ModelCheckpoint/EarlyStopping see what is logged here."""
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any:
+        """Before ``training_step``, the batch on the device. Return -1 to skip the rest of the epoch."""
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After each batch (step done, grads kept); ``outputs``: ``{"loss": loss.detach(), ...}`` (``{}``: skipped)."""
+    def on_validation_start(self) -> None:
+        """Start of every validation run (in ``fit``, its sanity check, ``validate()``), in eval mode."""
+    def on_validation_end(self) -> None:
+        """End of every validation run, after ``on_validation_epoch_end`` and its logging."""
+    def on_validation_epoch_start(self) -> None:
+        """After ``on_validation_start``, before the first batch of the validation loaders."""
+    def on_validation_epoch_end(self) -> None:
+        """After the last validation batch; values logged here go out with the epoch's."""
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Before ``validation_step`` (``dataloader_idx`` is passed only with several loaders)."""
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """After ``validation_step``; ``outputs`` is what it returned."""
+    def on_test_start(self) -> None:
+        """Start of ``test()``'s run, in eval mode."""
+    def on_test_end(self) -> None:
+        """End of ``test()``'s run, after ``on_test_epoch_end`` and its logging."""
+    def on_test_epoch_start(self) -> None:
+        """After ``on_test_start``, before the first batch of the test loaders."""
+    def on_test_epoch_end(self) -> None:
+        """After the last test batch; values logged here go out with the epoch's."""
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Before ``test_step`` (``dataloader_idx`` is passed only with several loaders)."""
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """After ``test_step``; ``outputs`` is what it returned."""
+    def on_predict_start(self) -> None:
+        """Start of ``predict()``'s run, in eval mode."""
+    def on_predict_end(self) -> None:
+        """End of ``predict()``'s run, after ``on_predict_epoch_end``."""
+    def on_predict_epoch_start(self) -> None:
+        """After ``on_predict_start``, before the first batch of the predict loaders."""
+    def on_predict_epoch_end(self) -> None:
+        """After the last predict batch, before ``on_predict_end``."""
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Before ``predict_step`` (``dataloader_idx`` is passed only with several loaders)."""
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """After ``predict_step``; ``outputs`` is the prediction it returned."""
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Before each backward (automatic, ``manual_backward``); ``loss`` is divided by accumulate_grad_batches."""
+    def on_after_backward(self) -> None:
+        """After each backward, gradients in ``.grad``; before ``on_before_optimizer_step``."""
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Gradients complete, before clipping and the update: inspect them here."""
+    def on_before_zero_grad(self, optimizer: Any) -> None:
+        """Before the gradients are zeroed (the first micro-batch of each accumulation window)."""
+    def on_exception(self, exception: BaseException) -> None:
+        """When a stage's loop raises ``exception``, before it propagates; callbacks' hooks first."""
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add plain values or tensors to ``checkpoint``, about to be written (after the callbacks')."""
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read ``checkpoint`` (any stage with ``ckpt_path``), right after the weights were restored."""
+    def setup(self, stage: str) -> None:
+        """At the start of every stage (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``), after the callbacks'."""
+    def teardown(self, stage: str) -> None:
+        """At the end of every stage, also after an error; after the callbacks' ``teardown``."""
     def configure_model(self) -> None:
         """Build layers here to create them on the target device (or sharded); called after ``setup``."""
 

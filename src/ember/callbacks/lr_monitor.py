@@ -44,22 +44,30 @@ class LearningRateMonitor(Callback):
         self._names: list[tuple[Any, str, str]] = []  # (optimizer, name, interval)
         self._pending: dict[str, Any] | None = None
 
-    def on_train_start(self, trainer: Any, module: Any) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Name each optimizer's rates (see the class docstring); raises ``ValueError`` when the Trainer
+        has no logger (unless ``fast_dev_run`` turned the loggers off)."""
         if not trainer.loggers and not getattr(trainer, "fast_dev_run", 0):  # fast_dev_run turns loggers off
             raise ValueError("LearningRateMonitor needs a logger: the Trainer was built with logger=False")
         self._names = self._optimizer_names(trainer)
 
-    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Unless ``logging_interval="step"``: send the epoch-interval rates (all of them with
+        ``"epoch"``) to the loggers at the current global step."""
         if self.logging_interval != "step":
             stats = self._stats("epoch" if self.logging_interval is None else "any")
             if stats:
                 send_metrics(trainer.loggers, stats, trainer.global_step)
 
-    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Unless ``logging_interval="epoch"``, on every ``log_every_n_steps``-th batch: read the rates
+        this batch trains with (step-interval ones with None, all with ``"step"``) to write at its end."""
         if self.logging_interval != "epoch" and trainer.train_engine.state.iteration % trainer.log_every_n_steps == 0:
             self._pending = self._stats("step" if self.logging_interval is None else "any")
 
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Send the rates read at this batch's start to the loggers, at ``trainer.global_step`` as it is
+        after the batch's optimizer step."""
         # written here, after the optimizer step, so the rate a batch used is logged at that batch's step
         if self._pending:
             send_metrics(trainer.loggers, self._pending, trainer.global_step)

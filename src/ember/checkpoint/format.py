@@ -81,6 +81,8 @@ def plain_data(obj: Any, where: str = "checkpoint") -> Any:
 
 
 def new_checkpoint() -> dict[str, Any]:
+    """An empty checkpoint of the current format: only the format version and the Ember and torch
+    versions; the writer adds the other keys (see the module docstring) before :func:`save_checkpoint`."""
     return {VERSION_KEY: FORMAT_VERSION, "versions": {"ember": str(__version__), "torch": str(torch.__version__)}}
 
 

@@ -114,10 +114,12 @@ class CallableEventWithFilter:
 
     @property
     def name(self) -> str:
+        """The event's name, as an Enum member's (``"ITERATION_COMPLETED"``); a filtered event keeps it."""
         return self._name_
 
     @property
     def value(self) -> str:
+        """The event's value string, as an Enum member's (``"iteration_completed"``); a filtered event keeps it."""
         return self._value_
 
     def __call__(

@@ -87,8 +87,10 @@ class EarlyStopping:
             (self.trainer if self.trainer is not None else engine).terminate()
 
     def state_dict(self) -> dict[str, Any]:
+        """The count of calls without improvement and the best score so far, for a checkpoint."""
         return {"counter": self.counter, "best_score": self.best_score}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (``"counter"`` and ``"best_score"``, which may be None)."""
         self.counter = int(state["counter"])
         self.best_score = None if state["best_score"] is None else float(state["best_score"])

@@ -43,6 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, encoded as UTF-8: :func:`atomic_write_bytes` for text."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -38,6 +38,8 @@ class VariableAccumulation(Metric):
         super().__init__(None, output_transform, device, skip_unrolling)
 
     def reset(self) -> None:
+        """Zero the accumulator (float64, float32 on MPS, on ``device`` or the CPU until the first
+        tensor) and the example count."""
         device = self._device or torch.device("cpu")
         self._dtype = torch.float32 if device.type == "mps" else torch.float64
         self.accumulator = torch.tensor(0.0, dtype=self._dtype, device=device)
@@ -45,6 +47,12 @@ class VariableAccumulation(Metric):
         self._updates = 0
 
     def update(self, output: Any) -> None:
+        """Fold one output into the accumulator with ``op`` and count its examples.
+
+        Args:
+            output: a number, or a tensor (detached, cast to the accumulator's dtype and device): one
+                example when it has at most one dimension, else a batch along its first dimension.
+        """
         if isinstance(output, torch.Tensor):
             output = output.detach()
             if self._updates == 0 and self._device is None and output.device != self.accumulator.device:
@@ -64,6 +72,7 @@ class VariableAccumulation(Metric):
         return comms.all_reduce(self.accumulator.clone()), comms.all_reduce(self.num_examples)
 
     def compute(self) -> Any:
+        """``(accumulator, num_examples)``, each summed over the processes when running distributed."""
         return self._reduced()
 
 
@@ -95,6 +104,11 @@ class Average(VariableAccumulation):
         super().__init__(_mean_op, output_transform, device, skip_unrolling)
 
     def compute(self) -> float | torch.Tensor:
+        """The mean over every example (a 0-d tensor, or one of the outputs' shape), over all processes.
+
+        Raises:
+            NotComputableError: when no example was seen since the last reset.
+        """
         total, n = self._reduced()
         if n < 1:
             raise NotComputableError("Average must have at least one example before it can be computed")
@@ -114,6 +128,12 @@ class GeometricAverage(VariableAccumulation):
         super().__init__(_log_op, output_transform, device, skip_unrolling)
 
     def compute(self) -> float | torch.Tensor:
+        """``exp(mean(log(x)))`` over every example and process: a Python number when it has one
+        element, else a tensor of the outputs' shape.
+
+        Raises:
+            NotComputableError: when no example was seen since the last reset.
+        """
         total, n = self._reduced()
         if n < 1:
             raise NotComputableError("GeometricAverage must have at least one example before it can be computed")

@@ -112,6 +112,12 @@ class Accuracy(Metric):
         super().__init__(None, output_transform, device, skip_unrolling)
 
     def update(self, output: Any) -> None:
+        """Count one batch's correct predictions. The first batch fixes the task and the number of
+        classes (see the module doc); a later batch that reads differently raises ``ValueError``.
+
+        Args:
+            output: ``(y_pred, y)`` or ``{"y_pred": ..., "y": ...}``.
+        """
         y_pred, y = pair(output, type(self).__name__)
         task, classes = task_of(type(self).__name__, y_pred, y, self.is_multilabel, self._classes_given)
         if task == "binary" and y_pred.ndim == y.ndim + 1:
@@ -141,4 +147,5 @@ class Accuracy(Metric):
         return tmc.MultilabelExactMatch(num_classes, validate_args=False)
 
     def compute(self) -> float:
+        """The fraction of correct predictions since the last reset, over all processes, as a float."""
         return float(super().compute())

@@ -36,7 +36,8 @@ class Fbeta(Metric):
         recall: a ``Recall(average=False)`` to use (default: a new one).
         output_transform: for the new precision and recall (not with ``precision``/``recall`` given).
         device: for the new precision and recall (not with ``precision``/``recall`` given).
-        num_classes, is_multilabel: for the new precision and recall (Ember).
+        num_classes: for the new precision and recall (Ember).
+        is_multilabel: for the new precision and recall (Ember).
     """
 
     def __init__(
@@ -84,14 +85,22 @@ class Fbeta(Metric):
         return self.precision, self.recall
 
     def reset(self) -> None:
+        """Reset the precision and recall metrics this score is computed from."""
         for metric in self._parts():
             metric.reset()
 
     def update(self, output: Any) -> None:
+        """Update the precision and recall metrics with one batch's ``(y_pred, y)``."""
         for metric in self._parts():
             metric.update(output)
 
     def compute(self) -> float | torch.Tensor:
+        """The F-beta score from the current precision and recall counts: a float for "macro", "micro"
+        and "weighted", a tensor of per-class values for ``average=False`` (0-d for binary input).
+
+        Raises:
+            NotComputableError: when the precision and recall have not been updated since their reset.
+        """
         b2 = self.beta**2
         if self.average == "micro":
             tp_p, predicted, _ = self.precision.counts()
@@ -109,6 +118,8 @@ class Fbeta(Metric):
         return f
 
     def iteration_completed(self, engine: Any) -> None:
+        """Update the precision and recall from ``engine.state.output`` (each applies its own
+        ``output_transform``)."""
         for metric in self._parts():
             metric.iteration_completed(engine)
 
@@ -128,6 +139,8 @@ class Fbeta(Metric):
         engine.add_event_handler(usage.COMPLETED, self.completed, name, priority=Priority.METRICS)
 
     def is_attached(self, engine: Any, usage: str | MetricUsage = EpochWise()) -> bool:  # noqa: B008
+        """Whether the score computes on ``engine`` at ``usage``'s ``COMPLETED`` event and its precision
+        and recall reset and update there too."""
         usage = check_usage(usage)
         return super().is_attached(engine, usage) and all(
             engine.has_event_handler(m.started, usage.STARTED)

@@ -50,6 +50,12 @@ class Loss(Metric):
         )
 
     def update(self, output: Any) -> None:
+        """Add ``loss_fn(y_pred, y, **criterion_kwargs)`` (computed without gradients), weighted by
+        ``batch_size(y)``, to the running sums.
+
+        Args:
+            output: ``(y_pred, y)`` or ``(y_pred, y, criterion_kwargs)``.
+        """
         if isinstance(output, (tuple, list)) and len(output) == 3:
             y_pred, y, kwargs = output
         elif isinstance(output, (tuple, list)) and len(output) == 2:
@@ -67,6 +73,11 @@ class Loss(Metric):
         self._updates += 1
 
     def compute(self) -> float:
+        """The batch-size-weighted mean loss since the last reset, over all processes, as a float.
+
+        Raises:
+            NotComputableError: when there was no update since the last reset.
+        """
         return float(super().compute())
 
 

@@ -125,11 +125,22 @@ class Metric:
     # ------------------------------------------------------------------ Ignite's protocol
 
     def reset(self) -> None:
+        """Clear the accumulated state (the wrapped metric's too); called at the usage's ``STARTED`` event.
+
+        Override it (with ``@reinit__is_reduced``) in a metric of your own to zero its sums.
+        """
         if self._metric is not None:
             self._metric.reset()
         self._updates = 0
 
     def update(self, output: Any) -> None:
+        """Add one batch's output to the state; called at each (filtered) ``ITERATION_COMPLETED``.
+
+        Args:
+            output: ``output_transform(engine.state.output)``, a dict turned into the tuple of
+                ``required_output_keys``; a wrapped torchmetrics metric receives a tuple or list as
+                positional arguments, a dict as keyword arguments, anything else as one argument.
+        """
         metric = self._metric
         if metric is None:
             raise NotImplementedError(f"{type(self).__name__} must override update() (or wrap a torchmetrics metric)")
@@ -139,6 +150,12 @@ class Metric:
         self._updates += 1
 
     def compute(self) -> Any:
+        """The metric's value over the updates since the last reset (a tensor, number or dict);
+        called at the usage's ``COMPLETED`` event.
+
+        Raises:
+            NotComputableError: when there was no update since the last reset.
+        """
         if self._metric is None:
             raise NotImplementedError(f"{type(self).__name__} must override compute() (or wrap a torchmetrics metric)")
         if self._updates == 0:
@@ -157,10 +174,14 @@ class Metric:
     # ------------------------------------------------------------------ engine handlers
 
     def started(self, engine: Any) -> None:
+        """The handler of the usage's ``STARTED`` event: :meth:`reset`."""
         self.reset()
 
     @torch.no_grad()
     def iteration_completed(self, engine: Any) -> None:
+        """The handler of the usage's ``ITERATION_COMPLETED`` event: transform ``engine.state.output``
+        and :meth:`update` with it (per sample for a pair of lists, unless ``skip_unrolling``), without
+        gradients."""
         output = self._output_transform(engine.state.output)
         if isinstance(output, Mapping):
             output = self._from_mapping(output)
@@ -192,6 +213,8 @@ class Metric:
         )
 
     def completed(self, engine: Any, name: str) -> None:
+        """The handler of the usage's ``COMPLETED`` event: :meth:`compute` into ``engine.state.metrics[name]``
+        (see :func:`store_result`)."""
         store_result(engine, name, self.compute(), self._metrics_result_mode)
 
     def attach(self, engine: Any, name: str, usage: str | MetricUsage = EpochWise()) -> None:  # noqa: B008
@@ -219,6 +242,7 @@ class Metric:
                 engine.remove_event_handler(handler, event)
 
     def is_attached(self, engine: Any, usage: str | MetricUsage = EpochWise()) -> bool:  # noqa: B008
+        """Whether this metric computes on ``engine`` at the ``COMPLETED`` event of ``usage``."""
         return bool(engine.has_event_handler(self.completed, check_usage(usage).COMPLETED))
 
 

@@ -70,6 +70,7 @@ class ClassCounts(Metric):
         super().__init__(None, output_transform, device, skip_unrolling)
 
     def reset(self) -> None:
+        """Forget the counts and the task read from the first batch."""
         self.task, self.num_classes = None, self._classes_given
         self._tp: torch.Tensor | None = None  # per class (binary without average: 0-d)
         self._predicted: torch.Tensor | None = None
@@ -79,6 +80,12 @@ class ClassCounts(Metric):
         self._updates = 0
 
     def update(self, output: Any) -> None:
+        """Add one batch's per-class counts, on the device, without reading values on the host (except
+        a class-index check on CPU targets). The first batch fixes the task and the number of classes.
+
+        Args:
+            output: ``(y_pred, y)`` or ``{"y_pred": ..., "y": ...}``; see :mod:`ember.metrics.classification`.
+        """
         name = type(self).__name__
         y_pred, y = pair(output, name)
         task, classes = task_of(name, y_pred, y, self.is_multilabel, self._classes_given)
@@ -176,6 +183,12 @@ class Precision(ClassCounts):
         return tp.sum(1) / (predicted.sum(1) + EPS)
 
     def compute(self) -> float | torch.Tensor:
+        """Precision over every batch and process since the last reset: with ``average=False`` a tensor
+        of per-class values (0-d for binary input: the positive class's), otherwise a float.
+
+        Raises:
+            NotComputableError: when there was no update since the last reset.
+        """
         tp, predicted, actual = self.counts()
         return self._fraction(tp, predicted, actual)
 
@@ -189,5 +202,11 @@ class Recall(ClassCounts):
         return tp.sum(1) / (actual.sum(1) + EPS)
 
     def compute(self) -> float | torch.Tensor:
+        """Recall over every batch and process since the last reset: with ``average=False`` a tensor of
+        per-class values (0-d for binary input: the positive class's), otherwise a float.
+
+        Raises:
+            NotComputableError: when there was no update since the last reset.
+        """
         tp, _, actual = self.counts()
         return self._fraction(tp, actual, actual)

@@ -70,12 +70,19 @@ class RunningAverage(Metric):
         super().__init__(None, output_transform, device, skip_unrolling)
 
     def reset(self) -> None:
+        """Forget the average (the next update starts it afresh) and reset ``src``."""
         self._value: Any = None
         self._updates = 0
         if self.src is not None:
             self.src.reset()
 
     def update(self, output: Any) -> None:
+        """Fold one value into the average: ``src.compute()`` (then ``src`` is reset), or ``output``.
+
+        Args:
+            output: with no ``src``, a number or a tensor (detached; averaged over the processes when
+                running distributed); ignored when there is a ``src``.
+        """
         if self.src is not None:
             x = self.src.compute()
             self.src.reset()
@@ -94,11 +101,18 @@ class RunningAverage(Metric):
         self._updates += 1
 
     def compute(self) -> Any:
+        """The current average, as a number or a tensor (no host read here).
+
+        Raises:
+            NotComputableError: when there was no update since the last reset.
+        """
         if self._value is None:
             raise NotComputableError("RunningAverage must have at least one update before it can be computed")
         return self._value
 
     def iteration_completed(self, engine: Any) -> None:
+        """The handler of the usage's update event: fold ``src``'s value in (the engine output is not
+        read), or the transformed ``engine.state.output``."""
         if self.src is not None:  # the value comes from src: the engine output is not read (Ignite reads it, and
             self.update(None)  # raises on a dict output)
         else:
@@ -110,6 +124,8 @@ class RunningAverage(Metric):
         return check_usage(usage)
 
     def attach(self, engine: Any, name: str, usage: str | MetricUsage = RunningBatchWise()) -> None:  # noqa: B008
+        """Compute into ``engine.state.metrics[name]`` at ``usage``'s events (``epoch_bound``, when given,
+        chooses the usage); ``src`` is also updated after every iteration."""
         usage = self._usage(usage)
         if self.src is not None and not engine.has_event_handler(
             self.src.iteration_completed, Events.ITERATION_COMPLETED
@@ -120,10 +136,12 @@ class RunningAverage(Metric):
         super().attach(engine, name, usage)
 
     def detach(self, engine: Any, usage: str | MetricUsage = RunningBatchWise()) -> None:  # noqa: B008
+        """Remove this average's handlers, and ``src``'s per-iteration update, from ``engine``."""
         usage = self._usage(usage)
         if self.src is not None and engine.has_event_handler(self.src.iteration_completed, Events.ITERATION_COMPLETED):
             engine.remove_event_handler(self.src.iteration_completed, Events.ITERATION_COMPLETED)
         super().detach(engine, usage)
 
     def is_attached(self, engine: Any, usage: str | MetricUsage = RunningBatchWise()) -> bool:  # noqa: B008
+        """Whether this average computes on ``engine`` at ``usage``'s ``COMPLETED`` event."""
         return super().is_attached(engine, self._usage(usage))

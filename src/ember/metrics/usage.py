@@ -34,14 +34,17 @@ class MetricUsage:
 
     @property
     def STARTED(self) -> Any:
+        """The event at which an attached metric is reset (``Metric.started``)."""
         return self._started
 
     @property
     def COMPLETED(self) -> Any:
+        """The event at which an attached metric computes into ``engine.state.metrics`` (``Metric.completed``)."""
         return self._completed
 
     @property
     def ITERATION_COMPLETED(self) -> Any:
+        """The (possibly filtered) event at which an attached metric updates (``Metric.iteration_completed``)."""
         return self._iteration_completed
 
     def __repr__(self) -> str:

@@ -38,6 +38,7 @@ class Strategy:
 
     @property
     def is_global_zero(self) -> bool:
+        """Whether this is the process of global rank zero (the one that logs and writes files)."""
         return self.global_rank == 0
 
     @property
@@ -49,6 +50,9 @@ class Strategy:
         """Join (or create) the process group; called at the start of every stage."""
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Prepare ``module`` for this strategy, in place: move it to ``root_device`` (distributed: and
+        convert or shard it). Called at every stage after ``configure_model`` and the precision's dtype
+        conversion, before a checkpoint is loaded. Returns the module."""
         raise NotImplementedError
 
     def training_step_fn(self, module: Any) -> Callable:
@@ -61,12 +65,17 @@ class Strategy:
         return None
 
     def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        """``tensor`` reduced over all processes with ``op`` (``"mean"``, ``"sum"``, ``"max"`` or ``"min"``);
+        every process must call it. One process: ``tensor`` itself."""
         raise NotImplementedError
 
     def barrier(self, name: str | None = None) -> None:
+        """Wait until every process has reached this call (``name`` only labels it). One process: returns at once."""
         raise NotImplementedError
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Process ``src``'s ``obj`` (a tensor or any picklable object) on every process; every process
+        must call it. One process: ``obj`` itself."""
         raise NotImplementedError
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
@@ -86,14 +95,18 @@ class Strategy:
         return module.state_dict()
 
     def load_model_state_dict(self, module: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Load checkpointed weights (as :meth:`model_state_dict` produced them) into ``module``, strictly."""
         module.load_state_dict(state)
 
     def optimizer_state_dict(self, module: torch.nn.Module, optimizer: Any, sharded: bool = False) -> dict[str, Any]:
+        """``optimizer``'s state to checkpoint (every rank calls this; what rank zero gets is written)."""
         return optimizer.state_dict()
 
     def load_optimizer_state_dict(
         self, module: torch.nn.Module, optimizer: Any, state: dict[str, Any], index: int = 0
     ) -> None:
+        """Load a checkpointed optimizer state into ``optimizer``, the ``index``-th of ``configure_optimizers``
+        (called on resume, after ``configure_optimizers``)."""
         optimizer.load_state_dict(state)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
@@ -104,6 +117,8 @@ class Strategy:
             save_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+        """Read and validate the checkpoint file at ``path`` (every rank reads it; weights only, no code
+        runs), tensors mapped with ``map_location``. A directory (sharded checkpoint) raises ``ValueError``."""
         from ember.checkpoint import load_checkpoint
 
         if os.path.isdir(path):

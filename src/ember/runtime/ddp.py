@@ -68,6 +68,8 @@ class DDPStrategy(ParallelStrategy):
         self._ddp: Any = None  # the DistributedDataParallel wrapper of the module being trained
 
     def setup_module(self, module: nn.Module) -> nn.Module:
+        """Move ``module`` to this process's device and, with ``sync_batchnorm``, replace its batch norms
+        by ``SyncBatchNorm``. It is not wrapped here: :meth:`training_step_fn` wraps its training step."""
         module.to(self.root_device)
         if self.sync_batchnorm:
             module = convert_sync_batchnorm(module)

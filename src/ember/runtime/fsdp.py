@@ -53,7 +53,9 @@ class FSDPStrategy(ParallelStrategy):
         cpu_offload: keep the shards and optimizer states in CPU memory.
         state_dict_type: ``"full"`` or ``"sharded"`` (see the module docstring).
         trusted_sharded_checkpoints: allow loading sharded checkpoints (their metadata is unpickled).
-        timeout, process_group_backend, start_method: as for :class:`~ember.runtime.ddp.DDPStrategy`.
+        timeout: as for :class:`~ember.runtime.ddp.DDPStrategy`.
+        process_group_backend: as for :class:`~ember.runtime.ddp.DDPStrategy`.
+        start_method: as for :class:`~ember.runtime.ddp.DDPStrategy`.
 
     Example::
 
@@ -115,6 +117,10 @@ class FSDPStrategy(ParallelStrategy):
         return isinstance(module, tuple(policy))
 
     def setup_module(self, module: nn.Module) -> nn.Module:
+        """Shard ``module`` in place with ``fully_shard`` over all processes: the submodules chosen by
+        ``auto_wrap_policy`` first, then the whole module (moved to this process's device first, unless
+        ``cpu_offload``); its ``*_step`` methods gather parameters as ``forward`` does. A module sharded
+        by an earlier stage is kept as it is."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, fully_shard, register_fsdp_forward_method
 
@@ -168,6 +174,8 @@ class FSDPStrategy(ParallelStrategy):
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_model_state_dict(self, module: nn.Module, state: dict[str, Any]) -> None:
+        """Load full weights into the sharded ``module`` (each rank keeps its shards), or, while a sharded
+        checkpoint is being restored, read this rank's shards from its directory (``state`` is unused)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
         if self._pending_sharded is not None:
@@ -193,6 +201,8 @@ class FSDPStrategy(ParallelStrategy):
     def load_optimizer_state_dict(
         self, module: nn.Module, optimizer: Any, state: dict[str, Any], index: int = 0
     ) -> None:
+        """Load a full optimizer state (torch's indexed layout) into the sharded optimizer, or, while a
+        sharded checkpoint is being restored, this rank's shards of optimizer ``index`` from its directory."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_optimizer_state_dict,
@@ -235,6 +245,9 @@ class FSDPStrategy(ParallelStrategy):
         self.barrier()
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+        """Read a single-file checkpoint as :class:`~ember.runtime.base.Strategy` does, or a sharded one (a
+        directory; only with ``trusted_sharded_checkpoints=True``): its plain entries now, its weights and
+        optimizer shards when they are loaded into the sharded module and optimizers."""
         if not os.path.isdir(path):
             self._pending_sharded = None
             return super().load_checkpoint(path, map_location)

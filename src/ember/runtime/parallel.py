@@ -105,6 +105,8 @@ class ParallelStrategy(Strategy):
 
     @property
     def cluster(self) -> ClusterEnv:
+        """Where this process sits (ranks, world size, master address) as the launcher's environment
+        (torchrun, SLURM, Ember's own) describes it; before the processes start, the plan for rank zero."""
         if self._cluster is None:
             self._cluster = detect_cluster() or _planned_cluster_no_port(len(self.device_indices), self.num_nodes)
         return self._cluster
@@ -127,6 +129,7 @@ class ParallelStrategy(Strategy):
 
     @property
     def root_device(self) -> torch.device:  # type: ignore[override]
+        """This process's device: the CPU, or the CUDA device its local rank is given."""
         if self.device_type == "cpu":
             return torch.device("cpu")
         local = self.local_rank
@@ -148,6 +151,7 @@ class ParallelStrategy(Strategy):
 
     @property
     def backend(self) -> str:
+        """The process group backend: ``process_group_backend``, else ``"nccl"`` on CUDA and ``"gloo"`` on CPU."""
         return self.process_group_backend or ("nccl" if self.device_type == "cuda" else "gloo")
 
     def setup_environment(self) -> None:
@@ -215,10 +219,13 @@ class ParallelStrategy(Strategy):
         return out / self.world_size if op == "mean" else out
 
     def barrier(self, name: str | None = None) -> None:
+        """Wait until every process has reached this call (``name`` only labels it); at once with one process."""
         if self._distributed():
             dist.barrier()
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Process ``src``'s ``obj`` (a tensor or any picklable object) on every process; ``obj`` itself
+        with one process."""
         if not self._distributed():
             return obj
         return comms.broadcast(obj, src)

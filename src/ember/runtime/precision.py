@@ -62,6 +62,8 @@ class Precision:
         return autocast_step
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` with its floating-point parameters and buffers cast to float64 in place under
+        ``"64-true"``; unchanged otherwise (mixed precision autocasts the steps instead)."""
         return module.to(dtype=self.param_dtype) if self.param_dtype is not None else module
 
     def convert_input(self, batch: Any) -> Any:
@@ -72,9 +74,11 @@ class Precision:
         return apply_to_tensors(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``precision`` entry: ``{"scaler": GradScaler.state_dict()}`` under 16-mixed, else ``{}``."""
         return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the GradScaler from a checkpoint's ``precision`` entry (when both have one)."""
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
