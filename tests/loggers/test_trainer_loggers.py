@@ -4,6 +4,7 @@ compared with what is read back from the event files, the SQLite store and the C
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,10 +229,11 @@ def test_resume_continues_the_tensorboard_version_with_the_global_step(tmp_path)
     first = Recorded()
     trainer = quiet_trainer(tmp_path, max_epochs=1, logger=TensorBoardLogger(tmp_path), log_every_n_steps=1)
     trainer.fit(first, loader(24))  # rows at steps 0..2 (Lightning's)
-    trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
+    ckpt = Path(trainer.log_dir) / "epoch1.ckpt"  # in the run's folder: a resume continues that run
+    trainer.save_checkpoint(ckpt)
     second = Recorded()
     resumed = quiet_trainer(tmp_path, max_epochs=2, logger=TensorBoardLogger(tmp_path), log_every_n_steps=1)
-    resumed.fit(second, loader(24), ckpt_path=tmp_path / "epoch1.ckpt")  # rows at steps 3..5 (Lightning's)
+    resumed.fit(second, loader(24), ckpt_path=ckpt)  # rows at steps 3..5 (Lightning's)
     assert resumed.log_dir == trainer.log_dir  # version_0 continued, no version_1
     got = tb_scalars(trainer.log_dir)["loss_step"]
     expected = [*first.train_losses, *second.train_losses]

@@ -140,4 +140,4 @@ def test_model_summary_max_depth_zero_prints_nothing(tmp_path, capsys):
         callbacks=[ModelSummary(max_depth=0)],
     )
     trainer.fit(LinearModel(), loader(16))
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "ember: fit stopped: max_epochs=1 reached\n"  # the end-of-fit line only

@@ -75,10 +75,12 @@ class Logger:
 
     @property
     def name(self) -> str:
+        """The experiment's name: the folder under ``save_dir`` that holds its versions."""
         raise NotImplementedError
 
     @property
     def version(self) -> int | str:
+        """This run's version: an int gives the folder ``version_<n>``, a str is the folder's name."""
         raise NotImplementedError
 
     @property
@@ -97,9 +99,12 @@ class Logger:
         return None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Record ``metrics`` (name -> number or 0-d tensor) at ``step``; the Trainer calls it with
+        the rows ``self.log`` produced (see the logging page for the steps)."""
         raise NotImplementedError
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Record the run's hyperparameters (the module's ``hparams``, once at the start of fit)."""
         return None
 
     def save(self) -> None:
@@ -114,6 +119,7 @@ class Logger:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`state_dict` saved in a checkpoint (on resume); nothing by default."""
         return None
 
     # ------------------------------------------------------------------ Engine level (Ignite's API)
@@ -197,6 +203,72 @@ def next_version(root: str | os.PathLike) -> int:
     root = Path(root)
     used = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
     return max(used) + 1 if used else 0
+
+
+_VERSION_DIR = re.compile(r"version_(\d+)")
+
+
+class VersionedRun:
+    """What loggers writing to ``<root_dir>/version_N`` (CSV, TensorBoard) do when a run is resumed
+    from a checkpoint: continue the run folder the checkpoint lies in (see :meth:`continue_run`).
+
+    The class using it provides ``root_dir``, ``version``, ``_version``, ``_version_given`` and
+    ``_switch_version(version)``."""
+
+    root_dir: str
+    version: int | str
+    _version: int | str | None
+    _version_given: bool
+
+    def _switch_version(self, version: int | str) -> None:
+        raise NotImplementedError
+
+    def continue_run(self, path: str | os.PathLike) -> bool:
+        """A fit resumes from the checkpoint at ``path``: if it lies in one of this logger's
+        ``version_N`` folders and no version was given to this logger, write to that folder from now
+        on (the version is then fixed, as if given). Returns whether ``path`` lies in this logger's
+        current run folder: then the run continues there, and the checkpoint's logger state (the
+        last step written) is applied by ``load_state_dict``."""
+        folder = _folder_under(self.root_dir, path)
+        if folder is None:
+            return False
+        match = _VERSION_DIR.fullmatch(folder)
+        if match is not None and not self._version_given:
+            version = int(match.group(1))
+            if version != self._version:
+                self._switch_version(version)
+            self._version_given = True
+        return folder == version_dir(self.version)
+
+    def last_run_dir(self) -> str | None:
+        """For ``ckpt_path="last"``: the newest ``version_N`` folder of this logger whose
+        ``checkpoints`` folder holds a ``*.ckpt`` (None when this logger's version was given, or
+        none does)."""
+        if self._version_given:
+            return None
+        root = Path(self.root_dir)
+        found = []
+        for p in root.glob("version_*"):
+            match = _VERSION_DIR.fullmatch(p.name)
+            if match is not None and _holds_checkpoint(p / "checkpoints"):
+                found.append(int(match.group(1)))
+        return str(root / version_dir(max(found))) if found else None
+
+
+def _folder_under(root: str | os.PathLike, path: str | os.PathLike) -> str | None:
+    """The name of the folder directly under ``root`` that ``path`` lies in (None: not under it)."""
+    try:
+        parts = Path(path).resolve().relative_to(Path(root).resolve()).parts
+    except (ValueError, OSError):
+        return None
+    return parts[0] if len(parts) > 1 or (parts and Path(path).resolve().is_dir()) else None
+
+
+def _holds_checkpoint(directory: Path) -> bool:
+    try:
+        return any(e.name.endswith(".ckpt") and not e.name.startswith(".") for e in os.scandir(directory))
+    except OSError:
+        return False
 
 
 def check_path(name: str, value: Any) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 from ember.io.atomic import atomic_write_text
 from ember.loggers.base import (
     Logger,
+    VersionedRun,
     check_dir_name,
     check_params,
     check_path,
@@ -34,7 +35,7 @@ from ember.loggers.buffer import to_host
 _HOST_EVERY = 1024  # rows: move pending tensor values to the host this often, to bound memory
 
 
-class CSVLogger(Logger):
+class CSVLogger(VersionedRun, Logger):
     """Write metrics as CSV: one row per ``log_metrics`` call, one column per metric name.
 
     Args:
@@ -61,10 +62,12 @@ class CSVLogger(Logger):
 
     @property
     def name(self) -> str:
+        """The experiment's folder under ``save_dir`` (``"ember_logs"`` by default)."""
         return self._name
 
     @property
     def version(self) -> int | str:
+        """The version given, or the next free ``version_<n>`` number under ``save_dir/name``."""
         if self._version is None:
             self._version = next_version(self._save_dir / self._name)
         return self._version
@@ -74,11 +77,17 @@ class CSVLogger(Logger):
         return str(self._save_dir)
 
     @property
+    def root_dir(self) -> str:
+        """``save_dir/name``: where the version directories are."""
+        return str(self._save_dir / self._name)
+
+    @property
     def log_dir(self) -> str:
         return str(self._save_dir / self._name / version_dir(self.version))
 
     @property
     def metrics_file(self) -> Path:
+        """``<log_dir>/metrics.csv``, where the rows go."""
         return Path(self.log_dir) / "metrics.csv"
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -119,6 +128,9 @@ class CSVLogger(Logger):
             return
         self._to_host()
         path = self.metrics_file
+        if not self._rows and not path.exists():  # nothing to write, nothing to rewrite
+            self._needs_rewrite, self._purge_after = False, None
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         if self._needs_rewrite or self._purge_after is not None or not path.exists():
             old: list[dict[str, Any]] = []
@@ -151,13 +163,23 @@ class CSVLogger(Logger):
         return {"name": self._name, "version": self.version, "step": self._last_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the saved run's file (unless this logger was given its own ``version`` or
-        another ``name``), dropping rows its predecessor wrote after the saved step."""
-        if self._version_given or state.get("name") != self._name or state.get("version") is None:
+        """Continue the saved run's file: unless this logger was given another ``version`` (or has
+        another ``name``), write to the saved version's ``metrics.csv`` again, and drop the rows its
+        predecessor wrote after the saved step (the file is rewritten atomically, header kept, at
+        the next ``save()``)."""
+        if state.get("name") != self._name or state.get("version") is None:
             return
-        self.save()
-        self._version = check_version(state["version"])
-        self._columns, self._column_set = [], set()
-        self._needs_rewrite = True
+        version = check_version(state["version"])
+        if self._version_given and version != self._version:
+            return
+        if version != self._version:
+            self._switch_version(version)
         if state.get("step") is not None:
             self._last_step = self._purge_after = int(state["step"])
+            self._needs_rewrite = True
+
+    def _switch_version(self, version: int | str) -> None:
+        self.save()  # what was logged so far stays in the old file
+        self._version = version
+        self._columns, self._column_set = [], set()
+        self._needs_rewrite = True

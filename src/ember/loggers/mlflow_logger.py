@@ -145,6 +145,7 @@ class MLFlowLogger(Logger):
 
     @property
     def tracking_uri(self) -> str:
+        """Where the MLflow store is (``sqlite:///...``, ``file:...``, ``http://...``)."""
         return self._tracking_uri
 
     @property
@@ -185,6 +186,7 @@ class MLFlowLogger(Logger):
 
     @property
     def experiment_id(self) -> str | None:
+        """The MLflow experiment's id (asked of the store once, on rank zero; None elsewhere)."""
         if self._experiment_id is None and is_rank_zero():
             client = self.experiment
             self._experiment_id = client.get_run(self._run_id).info.experiment_id

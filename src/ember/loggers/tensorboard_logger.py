@@ -34,6 +34,7 @@ from ember.io.atomic import atomic_write_text
 from ember.loggers.base import (
     DummyExperiment,
     Logger,
+    VersionedRun,
     check_dir_name,
     check_params,
     check_path,
@@ -60,7 +61,7 @@ from ember.optional import require
 _WRITER_KWARGS = ("comment", "purge_step", "max_queue", "filename_suffix")
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(VersionedRun, Logger):
     """Write metrics and hyperparameters for TensorBoard.
 
     Args:
@@ -144,10 +145,12 @@ class TensorBoardLogger(Logger):
 
     @property
     def name(self) -> str:
+        """The experiment's folder under ``save_dir`` (``"ember_logs"`` by default)."""
         return self._name
 
     @property
     def version(self) -> int | str:
+        """The version given, or the next free ``version_<n>`` number under ``save_dir/name``."""
         if self._version is None:
             self._version = next_version(self.root_dir)
         return self._version
@@ -259,17 +262,17 @@ class TensorBoardLogger(Logger):
         return {"name": self._name, "version": self.version, "step": self._last_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the saved run: unless this logger was given its own ``version`` (or ``log_dir``)
-        or another ``name``, write to the saved version's directory again, and make TensorBoard
-        drop what that run wrote after the saved step (a ``SessionLog.START`` purge)."""
-        if self._version_given or state.get("name") != self._name or state.get("version") is None:
+        """Continue the saved run: unless this logger was given another ``version`` (or ``log_dir``)
+        or has another ``name``, write to the saved version's directory again, and make TensorBoard
+        drop what that run wrote after the saved step (a ``SessionLog.START`` purge event, as
+        ``SummaryWriter(purge_step=...)`` writes, first in the next event file)."""
+        if state.get("name") != self._name or state.get("version") is None:
             return
         version = check_version(state["version"])
+        if self._version_given and version != self._version:
+            return
         if version != self._version:
-            self.finalize("success")
-            self._version = version
-            if self._hparams is not None:  # logged before the checkpoint was loaded: log them here too
-                self.log_hyperparams(*self._hparams)
+            self._switch_version(version)
         step = state.get("step")
         if step is not None:
             self._last_step = int(step)
@@ -278,6 +281,12 @@ class TensorBoardLogger(Logger):
                 if self._file is not None:  # already writing there: purge from here on
                     self._file.write([purge_event(self._purge_step)])
                     self._purge_step = None
+
+    def _switch_version(self, version: int | str) -> None:
+        self.finalize("success")  # what was logged so far stays in the old folder
+        self._version = version
+        if self._hparams is not None:  # logged before the checkpoint was loaded: log them here too
+            self.log_hyperparams(*self._hparams)
 
 
 TensorboardLogger = TensorBoardLogger

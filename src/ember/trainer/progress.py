@@ -7,6 +7,7 @@ The position inside the epoch is the Engine's own (``engine.state.epoch_iteratio
 
 from __future__ import annotations
 
+import datetime
 import math
 import threading
 import time
@@ -55,6 +56,11 @@ class FitProgress:
         self.epoch_cut_short = False  # the epoch was ended early to stop the run at its EPOCH_COMPLETED
         self.skip_epoch_validation = False
         self.in_epoch_end = False  # between on_train_epoch_end and the epoch schedulers' step
+        # the train engine's iteration whose batch was last counted in ``batches_stepped``: a
+        # checkpoint saved in that batch's ITERATION_COMPLETED before it was counted (on_train_batch_end,
+        # validation) records it as counted (see :meth:`batch_end_pending`)
+        self.counted_iteration = 0
+        self.stopped_by: str | None = None  # the last reason stop_reason() gave (None: it never did)
         self._timer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ starting and stopping a run
@@ -66,6 +72,8 @@ class FitProgress:
         self.ask_at_step = self.step_limit
         self.signal = None
         self.epoch_cut_short = self.skip_epoch_validation = self.in_epoch_end = False
+        self.counted_iteration = 0
+        self.stopped_by = None
         self.clock_decides = not distributed
         self.deadline = time.monotonic() + self.max_time if self.max_time else 0.0
 
@@ -114,6 +122,8 @@ class FitProgress:
         """
         self.ask_at_step = self.step_limit  # re-armed first: a signal or the timer asking meanwhile is not lost
         reason = self._reason(at_epoch_end)
+        if reason is not None:
+            self.stopped_by = reason
         if reason is not None or self.should_stop:  # still pending (e.g. waiting for min_epochs)
             self.ask_now()
         return reason
@@ -134,7 +144,28 @@ class FitProgress:
             return "max_epochs"
         return None
 
+    def describe_stop(self, should_stop_detail: str | None = None) -> str:
+        """Why the run stopped, in words, from :attr:`stopped_by` (``should_stop_detail``: who asked
+        for the stop and why, e.g. EarlyStopping's reason)."""
+        reason = self.stopped_by
+        if reason == "signal":
+            return f"received {self.signal or 'a stop signal'}"
+        if reason == "max_steps":
+            return f"max_steps={self.max_steps} reached"
+        if reason == "max_time":
+            return f"max_time={datetime.timedelta(seconds=round(self.max_time or 0))} reached"
+        if reason == "should_stop":
+            return should_stop_detail or "trainer.should_stop was set"
+        if reason == "max_epochs" or self.max_epochs == 0:
+            return f"max_epochs={self.max_epochs} reached"
+        return "the training loop ended"
+
     # ------------------------------------------------------------------ checkpoint state
+
+    def batch_end_pending(self, iteration: int) -> bool:
+        """Whether the batch at the train engine's ``iteration`` ended an optimizer window but is not
+        counted in ``batches_stepped`` yet (asked while that batch's ITERATION_COMPLETED runs)."""
+        return not self.micro and iteration != self.counted_iteration
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ the checkpoint moment.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ember.checkpoint.rng import restore_rng_states
+from ember.engine import Events
 from ember.trainer.checkpointing import epoch_start_rng, loader_generator, restore_epoch_start_rng
 from ember.trainer.progress import FitProgress
 
@@ -49,6 +51,7 @@ class EpochData:
         self.epoch_rng: dict[str, Any] | None = None
         self._module: Any = None
         self._next: Iterator | None = None
+        self._live: Iterator | None = None
 
     def start_epoch(self, point: ResumePoint | None, module: Any) -> None:
         """A new epoch: a fresh pass, or (``point``) the rest of a checkpoint's epoch."""
@@ -58,15 +61,38 @@ class EpochData:
             self.epoch_rng = point.epoch_rng
             self._next = self._resumed_iterator(point)
 
+    def peek(self) -> bool:
+        """Open this epoch's pass now and fetch its first batch (kept for the pass): False when
+        the pass yields nothing (data without a length may be empty in some epoch)."""
+        data_iter = iter(self)
+        try:
+            first = next(data_iter)
+        except StopIteration:
+            return False
+        self._next = itertools.chain((first,), data_iter)
+        return True
+
+    def exhausted(self) -> bool:
+        """Whether the running pass has no batch left (it takes one if it has: for a run that is stopping)."""
+        try:
+            next(self._live)  # type: ignore[arg-type]
+        except StopIteration:
+            return True
+        return False
+
     def __iter__(self) -> Iterator:
         resumed, self._next = self._next, None
-        if resumed is not None:
-            return resumed
-        self.epoch_rng = epoch_start_rng(self.loader)
-        return iter(self.loader)
+        if resumed is None:
+            self.epoch_rng = epoch_start_rng(self.loader)
+            resumed = iter(self.loader)
+        self._live = resumed
+        return resumed
 
     def __len__(self) -> int:
-        return len(self.loader)
+        try:
+            return len(self.loader)
+        except NotImplementedError as err:  # a length that raises this means "none", as a TypeError does
+            raise TypeError(f"{type(self.loader).__name__} has no length") from err
 
     def _resumed_iterator(self, point: ResumePoint) -> Iterator:
         data = self.loader
@@ -102,6 +128,9 @@ def fit_state_dict(
     state: dict[str, Any] = {
         "engine": engine_state,
         **progress.state_dict(),
+        # saved while this batch's ITERATION_COMPLETED runs (on_train_batch_end, validation): the resumed
+        # run continues after it, so it counts as counted (its row is written before, see checkpointing)
+        "batches_stepped": progress.batches_stepped + batch_end_pending(progress, engine),
         "batches": engine_state["epoch_iteration"],
         "epoch_rng": data.epoch_rng if data is not None else None,
         "callback_metrics": {k: float(v) for k, v in callback_metrics.items()},
@@ -118,6 +147,12 @@ def fit_state_dict(
     return state
 
 
+def batch_end_pending(progress: FitProgress, engine: Any) -> bool:
+    """Whether a checkpoint saved now is inside the ITERATION_COMPLETED of a batch that ended an
+    optimizer window and is not counted in ``progress.batches_stepped`` yet."""
+    return engine.last_event_name == Events.ITERATION_COMPLETED and progress.batch_end_pending(engine.state.iteration)
+
+
 def load_fit_state(
     state: dict[str, Any], rng_states: dict[str, Any] | None, progress: FitProgress, engine: Any
 ) -> ResumePoint:
@@ -126,6 +161,7 @@ def load_fit_state(
     # this fit's max_epochs decides where the run ends (it may extend a finished one), not the saved run's
     engine.load_state_dict({**state["engine"], "max_epochs": progress.max_epochs or 2**62, "max_iters": None})
     progress.load_state_dict(state)
+    progress.counted_iteration = int(state["engine"].get("iteration", 0))
     batches = int(state.get("batches", 0))
     epoch = int(state["engine"]["epoch"])
     finished = False
