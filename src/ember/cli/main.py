@@ -9,7 +9,8 @@ and ``ember fit --config <that file>`` runs the same training again.
 A user error (a bad option or config file, a missing checkpoint, a model without the step a
 subcommand runs) ends in one ``ember: error: ...`` line and exit status 2.
 ``ember export`` and ``ember serve`` work on a trained model (see ``ember.export.cli``, ``ember.serve.cli``);
-``ember tune`` searches a config's hyperparameters with Optuna (see ``ember.tune.cli``).
+``ember tune`` searches a run's hyperparameters with Optuna and ``ember lr_find`` runs the learning-rate
+range test, both taking the run as ``fit`` does (see ``ember.tune.cli``, ``ember.tune.lr_find_cli``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ SUBCOMMANDS = {
 }
 #: Subcommands that work on a trained model rather than build a Trainer: name -> the module with
 #: its ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(config)``.
-TOOLS = {"export": "ember.export.cli", "serve": "ember.serve.cli", "tune": "ember.tune.cli"}
+TOOLS = {
+    "export": "ember.export.cli",
+    "serve": "ember.serve.cli",
+    "tune": "ember.tune.cli",
+    "lr_find": "ember.tune.lr_find_cli",
+}
 
 
 def _tool_parser(name: str) -> Any:
@@ -35,45 +41,91 @@ def _tool_parser(name: str) -> Any:
 
     from jsonargparse import ArgumentParser
 
+    from ember.cli.help import HelpFormatter
+
     tool = importlib.import_module(TOOLS[name])
-    parser = ArgumentParser(description=tool.DESCRIPTION, exit_on_error=False)
+    parser = ArgumentParser(description=tool.DESCRIPTION, exit_on_error=False, formatter_class=HelpFormatter)
     tool.add_arguments(parser)
     return parser
 
 
+def with_aliases(args: Sequence[str], aliases: dict[str, str]) -> list[str]:
+    """``args`` with each option spelled as in ``aliases`` (``--n-trials 3``, ``--n-trials=3``) renamed."""
+    out = []
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        out.append(aliases[name] + eq + value if name in aliases else arg)
+    return out
+
+
 def run_tool(args: Sequence[str]) -> Any:
-    """Parse and run ``ember export|serve ...`` (``args`` starts with the subcommand)."""
+    """Parse and run ``ember export|serve|tune|lr_find ...`` (``args`` starts with the subcommand)."""
     import importlib
 
     from jsonargparse import ArgumentError, ArgumentParser
 
-    parser = ArgumentParser(prog="ember", exit_on_error=False)
+    from ember.cli.help import HelpFormatter
+
+    if os.getcwd() not in sys.path:  # users' classes, as for ember fit
+        sys.path.insert(0, os.getcwd())
+    tool = importlib.import_module(TOOLS[args[0]])
+    args = with_aliases(args, getattr(tool, "ALIASES", {}))
+    check_config_files(args)
+    parser = ArgumentParser(prog="ember", exit_on_error=False, formatter_class=HelpFormatter)
     subcommands = parser.add_subcommands(dest="subcommand", required=True)
-    subcommands.add_subcommand(args[0], _tool_parser(args[0]))
     try:
+        subcommands.add_subcommand(args[0], _tool_parser(args[0]))
         config = parser.parse_args(list(args))
-        return importlib.import_module(TOOLS[args[0]]).run(config[args[0]])
+        return tool.run(config[args[0]])
     except (ArgumentError, ValueError, TypeError, OSError, ImportError) as err:
         raise ConfigError(str(err)) from err
 
 
 def _stage_parser(name: str) -> Any:
+    from jsonargparse import ArgumentParser
+
+    from ember.cli.help import HelpFormatter
+
+    parser = ArgumentParser(description=SUBCOMMANDS[name], exit_on_error=False, formatter_class=HelpFormatter)
+    add_run_arguments(parser, ckpt_path=True)
+    if name == "predict":
+        from ember.callbacks.prediction_files import FORMATS
+
+        parser.add_argument(
+            "--output",
+            type=str | None,
+            default=None,
+            help=f"Write the predictions to this file ({', '.join(FORMATS)}; see docs/cli.md); without it they are counted only.",
+        )
+        parser.add_argument("--overwrite", type=bool, default=False, help="Replace an existing --output file.")
+    return parser
+
+
+def add_run_arguments(parser: Any, ckpt_path: bool = False) -> None:
+    """The arguments ``fit`` and the commands that build the same run take (``tune``, ``lr_find``):
+    ``--config``, ``--seed_everything``, ``--trainer.*``, ``--model``, ``--data`` (and ``--ckpt_path``)."""
     import torch
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
     from ember.datamodule import DataModule
     from ember.trainer import Trainer
 
-    parser = ArgumentParser(description=SUBCOMMANDS[name], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (several may be given; later ones win).")
     parser.add_argument("--seed_everything", type=int | None, default=None, help="Seed every RNG with this value.")
-    parser.add_argument(
-        "--ckpt_path", type=str | None, default=None, help='A checkpoint to continue from (fit) or to load: a path, "last" or "best".'
-    )
+    if ckpt_path:
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None, help='A checkpoint to continue from (fit) or to load: a path, "last" or "best".'
+        )
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False, sub_configs=True)
-    parser.add_subclass_arguments(torch.nn.Module, "model", required=True, help="The model: class_path and init_args.")
-    parser.add_subclass_arguments(DataModule, "data", required=False, help="The data: class_path and init_args.")
-    return parser
+    parser.add_subclass_arguments(
+        torch.nn.Module, "model", required=True, help="The model: a class path (e.g. mypkg.MyModel) and its init_args."
+    )
+    parser.add_subclass_arguments(
+        DataModule, "data", required=False, help="The data: an ember.DataModule's class path and its init_args."
+    )
+    titles = {"trainer": "Trainer (ember.Trainer)", "model": "Model (a torch.nn.Module)", "data": "Data (an ember.DataModule)"}
+    for key, title in titles.items():  # the classes' first docstring lines make poor headings
+        parser.groups[key].title = title
 
 
 def build_parser(stage_parsers: dict[str, Any] | None = None) -> Any:
@@ -81,9 +133,15 @@ def build_parser(stage_parsers: dict[str, Any] | None = None) -> Any:
     the subcommands' parsers to use, by name; built here when not given)."""
     from jsonargparse import ArgumentParser
 
+    from ember.cli.help import HelpFormatter
     from ember.version import __version__
 
-    parser = ArgumentParser(prog="ember", description="Ember: train, evaluate and predict with PyTorch models.", exit_on_error=False)
+    parser = ArgumentParser(
+        prog="ember",
+        description="Ember: train, evaluate and predict with PyTorch models.",
+        exit_on_error=False,
+        formatter_class=HelpFormatter,  # jsonargparse gives it to the subcommands' parsers too
+    )
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     subcommands = parser.add_subcommands(dest="subcommand", required=True)
     for name in SUBCOMMANDS:
@@ -140,6 +198,9 @@ class EmberCLI:
             from ember.cli.save_config import SaveConfigCallback
 
             self.trainer.callbacks.append(SaveConfigCallback(self.dump_config()))
+        self.prediction_writer = prediction_writer(stage_config) if self.subcommand == "predict" else None
+        if self.prediction_writer is not None:
+            self.trainer.callbacks.append(self.prediction_writer)
         if run:
             self.run()
 
@@ -147,12 +208,48 @@ class EmberCLI:
         """The subcommand's fully resolved configuration as YAML (what ``--config`` reads back)."""
         stage_config = self.config[self.subcommand].clone()
         stage_config.pop("config", None)
-        return self.stage_parsers[self.subcommand].dump(stage_config, skip_none=False)
+        return self.stage_parsers[self.subcommand].dump(stage_config, skip_unset=False)
 
     def run(self) -> Any:
+        """Run the subcommand (``trainer.fit/validate/test/predict``) with the parsed ``--ckpt_path``;
+        ``predict`` then reports its batches and where ``--output`` wrote them. Returns (and keeps in
+        ``result``) what the Trainer returned."""
+        from ember.callbacks.prediction_files import PredictionFormatError
+
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        self.result = getattr(self.trainer, self.subcommand)(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        try:
+            self.result = getattr(self.trainer, self.subcommand)(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        except PredictionFormatError as err:  # --output's format does not fit the predictions: the user's to choose
+            raise ConfigError(f"--output {self.prediction_writer.path!r}: {err}") from err
+        if self.subcommand == "predict" and self.trainer.is_global_zero:
+            report_predictions(self.result, self.trainer, self.prediction_writer)
         return self.result
+
+
+def prediction_writer(stage_config: Any) -> Any:
+    """``ember predict --output FILE``: the callback that writes the predictions there (None without
+    ``--output``); a path that cannot be written is refused now, before anything runs."""
+    output = stage_config.get("output")
+    if output is None:
+        return None
+    from ember.callbacks.prediction_files import PredictionFileWriter, check_output_path
+
+    try:
+        check_output_path(output, overwrite=bool(stage_config.get("overwrite")), allow="--overwrite true")
+    except ValueError as err:
+        raise ConfigError(f"--{err}") from None
+    return PredictionFileWriter(output, overwrite=bool(stage_config.get("overwrite")))
+
+
+def report_predictions(result: Any, trainer: Any, writer: Any) -> None:
+    """One line after ``ember predict``: how many batches were predicted and where they went."""
+    several = len(trainer.num_predict_batches) > 1
+    batches = sum(len(r) for r in result) if several else len(result or [])
+    if writer is not None:  # (written by other processes, when they ran the stage: one file each)
+        where = writer.written or f"{writer.path} (one file per process: NAME.rankR.EXT)"
+        print(f"ember predict: {batches} batches of predictions written to {where}")
+    else:
+        print(f"ember predict: {batches} batches predicted (give --output FILE.pt|.jsonl|.csv to keep them)")
 
 
 def random_seed() -> int:

@@ -12,7 +12,7 @@ Optuna and matplotlib are imported only when used (``pip install "ember[tune]"``
 
 from ember.tune.lr_finder import LRFinder, Tuner, lr_find
 from ember.tune.pruning import PruningCallback
-from ember.tune.report import format_results, save_plots
+from ember.tune.report import format_results, plot_figures, save_plots
 from ember.tune.space import Param, load_space
 from ember.tune.storage import StorageConnectionError, open_storage
 from ember.tune.study import TrialResult, best_result, optimize, record_run, trial_dir, trial_results
@@ -30,6 +30,7 @@ __all__ = [
     "lr_find",
     "open_storage",
     "optimize",
+    "plot_figures",
     "record_run",
     "save_plots",
     "trial_dir",

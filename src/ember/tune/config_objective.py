@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ember.callbacks.model_summary import ModelSummary
 from ember.io.atomic import atomic_write_text
 from ember.tune.pruning import PruningCallback
 from ember.tune.space import Param, nested_overrides
@@ -27,7 +28,8 @@ class ConfigObjective:
     Each trial runs in its own directory (``trainer.default_root_dir``, given by
     :func:`ember.tune.trial_dir`), which also keeps the trial's values as ``overrides.yaml``, so
     ``ember fit --config BASE.yaml --config trial_0003/overrides.yaml`` re-runs the trial.
-    A :class:`PruningCallback` reports ``monitor`` after every validation.
+    A :class:`PruningCallback` reports ``monitor`` after every validation. The model summary is
+    printed for the first trial this objective runs, not for every trial.
     """
 
     def __init__(self, configs: Sequence[str | os.PathLike], space: Mapping[str, Param], monitor: str) -> None:
@@ -41,6 +43,7 @@ class ConfigObjective:
             raise ValueError("the search space cannot set trainer.default_root_dir: each trial gets its own directory")
         self.space = dict(space)
         self.monitor = monitor
+        self.summarized = False  # the first trial's fit prints the model summary; the others do not
         self._check()
 
     def _fit_args(self, overrides: str) -> list[str]:
@@ -83,6 +86,9 @@ class ConfigObjective:
         cli = EmberCLI(self._fit_args(str(overrides)), run=False)
         trainer = cli.trainer
         trainer.callbacks.append(PruningCallback(trial, self.monitor))
+        if self.summarized:
+            trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ModelSummary)]
+        self.summarized = self.summarized or any(isinstance(c, ModelSummary) for c in trainer.callbacks)
         try:
             cli.run()
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -133,23 +134,54 @@ def smooth_losses(losses: list[float], fraction: float = 0.25) -> list[float]:
     return out.tolist()
 
 
+class SweepProgress:
+    """An ``lr_find`` sweep's progress on ``file`` (stderr): a bar on a terminal; elsewhere (a log
+    file, CI) one line per tenth of the sweep, so a log gets at most a dozen lines."""
+
+    def __init__(self, total: int, file: Any = None) -> None:
+        self.file = file if file is not None else sys.stderr
+        self.total = total
+        self.every = max(1, total // 10)
+        self.bar: Any = None
+        if getattr(self.file, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="lr_find", file=self.file, leave=False, dynamic_ncols=True, unit="step")
+
+    def update(self, step: int, lr: float, loss: float) -> None:
+        """Optimizer step ``step`` (1-based) ran at ``lr`` with ``loss``."""
+        if self.bar is not None:
+            self.bar.set_postfix(lr=f"{lr:.3g}", loss=f"{loss:.4g}", refresh=False)
+            self.bar.update(step - self.bar.n)
+        elif step % self.every == 0 or step == self.total:
+            print(f"lr_find: step {step}/{self.total}  lr={lr:.3g}  loss={loss:.4g}", file=self.file, flush=True)
+
+    def close(self, steps: int, stopped_early: bool) -> None:
+        """The sweep ended after ``steps`` steps."""
+        if self.bar is not None:
+            self.bar.close()
+        reason = "the loss diverged" if stopped_early else "done"
+        print(f"lr_find: {steps} of {self.total} steps ({reason})", file=self.file, flush=True)
+
+
 class _Sweep(Callback):
     """Sets each optimizer step's learning rate, records the loss and stops on divergence."""
 
-    def __init__(self, finder: LRFinder, early_stop_threshold: float | None) -> None:
+    def __init__(self, finder: LRFinder, early_stop_threshold: float | None, progress: SweepProgress | None = None) -> None:
         self.finder = finder
         self.threshold = early_stop_threshold
+        self.progress = progress
         self.best = math.inf
         self._avg = 0.0
         self._pending: list[torch.Tensor] = []
 
-    def on_before_optimizer_step(self, trainer: Any, module: Any, optimizer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         lr = self.finder.lr_at(len(self.finder.results["lr"]))
         for group in optimizer.param_groups:
             group["lr"] = lr
         self.finder.results["lr"].append(lr)
 
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             self._pending.append(loss.detach())
@@ -162,6 +194,8 @@ class _Sweep(Callback):
         self._avg = _BETA * self._avg + (1 - _BETA) * raw
         smoothed = self._avg / (1 - _BETA ** (step + 1))
         results["raw_loss"].append(raw)
+        if self.progress is not None:
+            self.progress.update(step + 1, results["lr"][step], raw)
         if not math.isfinite(raw):
             self._stop(trainer)
             return
@@ -186,6 +220,7 @@ def lr_find(
     early_stop_threshold: float | None = 4.0,
     update_attr: bool = False,
     attr_name: str = "",
+    progress: bool = False,
 ) -> LRFinder:
     """Run the learning-rate range test for ``model`` with ``trainer``'s device, precision,
     gradient accumulation and clipping (see the module docs); returns an :class:`LRFinder`.
@@ -195,7 +230,8 @@ def lr_find(
     the model's parameters, buffers, gradients and train/eval modes, the optimizers and schedulers
     ``trainer`` holds, and the torch/Python/NumPy random states are exactly as before.
     ``update_attr=True`` sets the suggestion on the model (``attr_name``, else ``lr`` or
-    ``learning_rate``, as an attribute or in ``model.hparams``).
+    ``learning_rate``, as an attribute or in ``model.hparams``). ``progress=True`` shows the sweep's
+    progress on stderr (:class:`SweepProgress`).
 
     Example::
 
@@ -209,11 +245,12 @@ def lr_find(
         raise TypeError(f"trainer must be an ember.Trainer, got {type(trainer).__name__}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (e.g. an ember.Module), got {type(model).__name__}")
-    _check_sweep_args(min_lr, max_lr, num_training, mode, early_stop_threshold)
+    check_sweep_args(min_lr, max_lr, num_training, mode, early_stop_threshold)
     if trainer.world_size > 1:
         raise ValueError("lr_find runs in one process; run it before launching distributed training")
     finder = LRFinder(mode, float(min_lr), float(max_lr), num_training)
     device = trainer.root_device
+    sweeper = _Sweep(finder, early_stop_threshold, SweepProgress(num_training) if progress else None)
     sweep = Trainer(
         accelerator=device.type,
         devices=[device.index or 0] if device.type == "cuda" else "auto",
@@ -232,7 +269,7 @@ def lr_find(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[_Sweep(finder, early_stop_threshold)],
+        callbacks=[sweeper],
     )
     snapshot = Snapshot(model, trainer, datamodule)
     original = model.configure_optimizers
@@ -256,6 +293,8 @@ def lr_find(
         else:
             object.__setattr__(model, "configure_optimizers", own)
         snapshot.restore()
+        if sweeper.progress is not None:
+            sweeper.progress.close(len(finder.results["raw_loss"]), finder.stopped_early)
     results = finder.results
     del results["lr"][len(results["raw_loss"]) :]  # a step whose training_step returned no loss tensor
     if not results["raw_loss"]:
@@ -268,7 +307,8 @@ def lr_find(
     return finder
 
 
-def _check_sweep_args(min_lr: Any, max_lr: Any, num_training: Any, mode: Any, threshold: Any) -> None:
+def check_sweep_args(min_lr: Any, max_lr: Any, num_training: Any, mode: Any, threshold: Any) -> None:
+    """The sweep's arguments, checked: an error names the argument, its value and what is allowed."""
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name}={value!r} must be a positive number")

@@ -40,14 +40,14 @@ class PruningCallback(Callback):
         self._fitting = False
         self._validations = 0
 
-    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = stage == "fit"
         self._validations = 0
 
-    def teardown(self, trainer: Any, module: Any, stage: str) -> None:
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
 
-    def on_validation_end(self, trainer: Any, module: Any) -> None:
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._fitting or trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics

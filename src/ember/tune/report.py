@@ -72,33 +72,15 @@ def format_results(study: Any, monitor: str = "value") -> str:
     return "\n".join(lines)
 
 
-def save_plots(study: Any, directory: str | os.PathLike) -> dict[str, Path]:
-    """Save ``optimization_history.png``, ``param_importances.png`` and (when trials reported
-    intermediate values) ``intermediate_values.png`` under ``directory``; returns name -> path.
-
-    A plot the study cannot have yet (importances need two completed trials) is skipped with a
-    warning rather than failing.
-    """
-    optuna = import_optuna()
+def save_plots(study: Any, directory: str | os.PathLike, monitor: str = "Objective Value") -> dict[str, Path]:
+    """Save :func:`plot_figures` as ``optimization_history.png``, ``param_importances.png`` and
+    (when trials reported intermediate values) ``intermediate_values.png`` under ``directory``;
+    returns name -> path."""
     plt = import_pyplot()
-    from optuna.visualization import matplotlib as ovm
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    trials = study.get_trials(deepcopy=False)
-    plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances}
-    if any(t.intermediate_values for t in trials):
-        plots["intermediate_values"] = ovm.plot_intermediate_values
     written: dict[str, Path] = {}
-    for name, plot in plots.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            try:
-                ax = plot(study)
-            except Exception as err:  # a plot is a by-product: never lose the study's results to it
-                warnings.warn(f"{name} plot skipped: {type(err).__name__}: {err}", stacklevel=2)
-                continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    for name, fig in plot_figures(study, monitor).items():
         try:
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -108,3 +90,47 @@ def save_plots(study: Any, directory: str | os.PathLike) -> dict[str, Path]:
         atomic_write_bytes(path, buffer.getvalue())
         written[name] = path
     return written
+
+
+def plot_figures(study: Any, monitor: str = "Objective Value") -> dict[str, Any]:
+    """The study's plots as matplotlib figures, by name (close them with ``plt.close``).
+
+    The objective is labelled ``monitor`` (the metric the trials were scored by), and the axes that
+    count trials or validation runs have whole-number ticks. A plot the study cannot have yet
+    (importances need two completed trials) is skipped with a warning rather than failing.
+    """
+    optuna = import_optuna()
+    import_pyplot()
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {
+        "optimization_history": lambda s: ovm.plot_optimization_history(s, target_name=monitor),
+        "param_importances": lambda s: ovm.plot_param_importances(s, target_name=monitor),
+    }
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate_values"] = ovm.plot_intermediate_values
+    figures: dict[str, Any] = {}
+    for name, plot in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                ax = plot(study)
+            except Exception as err:  # a plot is a by-product: never lose the study's results to it
+                warnings.warn(f"{name} plot skipped: {type(err).__name__}: {err}", stacklevel=3)
+                continue
+        _label_axes(name, ax, monitor)
+        figures[name] = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    return figures
+
+
+def _label_axes(name: str, ax: Any, monitor: str) -> None:
+    """Whole-number ticks where the axis counts trials or validation runs; the objective's name."""
+    from matplotlib.ticker import MaxNLocator
+
+    if not hasattr(ax, "xaxis"):
+        return
+    if name in ("optimization_history", "intermediate_values"):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if name == "intermediate_values":
+        ax.set_xlabel("Validation run")
+        ax.set_ylabel(monitor)

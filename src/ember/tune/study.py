@@ -23,8 +23,10 @@ __all__ = [  # trial_dir and record_run live in ember.tune.trial; named here too
     "SAMPLERS",
     "TrialResult",
     "best_result",
+    "new_study_name",
     "optimize",
     "record_run",
+    "resolve_study_name",
     "trial_dir",
     "trial_results",
 ]
@@ -87,7 +89,7 @@ def optimize(
     optuna = import_optuna()
     _check_args(monitor, n_trials, timeout, direction)
     objective = _objective(objective_or_config, space, monitor)
-    study_name = _study_name(study_name)
+    study_name = resolve_study_name(study_name)
     sampler, pruner = _sampler(optuna, sampler, seed), _pruner(optuna, pruner)
     study_dir = Path(root_dir).resolve() / study_name
     if storage is None:
@@ -215,9 +217,15 @@ def _objective(objective_or_config: Any, space: Any, monitor: str) -> Callable[[
     return ConfigObjective(configs, load_space(space), monitor)
 
 
-def _study_name(name: Any) -> str:
+def new_study_name() -> str:
+    """A fresh, unique study name: ``study-YYYYMMDD-HHMMSS-xxxxxx`` (what ``study_name=None`` gets)."""
+    return f"study-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def resolve_study_name(name: Any) -> str:
+    """``name`` checked (a ``ValueError`` names what is wrong), or :func:`new_study_name` for None."""
     if name is None:
-        return f"study-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        return new_study_name()
     if (
         not isinstance(name, str)
         or not name.strip()
