@@ -172,3 +172,21 @@ def test_base_datamodule_loaders_raise_not_implemented():
     for name in ("train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(dm, name)()
+
+
+def test_from_datasets_makes_the_loader_methods(tmp_path):
+    from helpers import regression_data
+
+    dm = ember.DataModule.from_datasets(regression_data(40), {"a": regression_data(16)}, batch_size=8)
+    assert len(dm.train_dataloader()) == 5 and {k: len(v) for k, v in dm.val_dataloader().items()} == {"a": 2}
+    with pytest.raises(NotImplementedError):
+        dm.test_dataloader()
+    model = Model()
+    quiet_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0).fit(model, datamodule=dm)
+    assert model.training_step_calls == 5 and model.val_steps == 2
+
+
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(num_workers=-1), dict(batch_size=True)])
+def test_from_datasets_checks_its_arguments(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ember.DataModule.from_datasets(**bad)

@@ -12,7 +12,7 @@ import torch
 from scripted import Scripted, data, trainer
 
 from ember.callbacks.callback import Callback
-from ember.callbacks.early_stopping import EarlyStopping
+from ember.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.checkpoint import load_checkpoint
 
@@ -32,7 +32,8 @@ def test_patience_counts_checks_without_improvement(tmp_path: Path) -> None:
     tr = run(tmp_path, [5.0, 4.0, 4.5, 4.0, 3.0, 2.0], es)  # 4.0 again is no improvement
     assert es.stopped_epoch == 3 and tr.current_epoch == 4 and tr.global_step == 16
     assert float(es.best_score) == 4.0 and es.wait_count == 2
-    assert "did not improve" in es.stopping_reason
+    assert es.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert "did not improve in the last 2 records" in es.stopping_reason_message
 
 
 def test_an_improvement_resets_the_wait(tmp_path: Path) -> None:
@@ -58,15 +59,17 @@ def test_mode_max(tmp_path: Path) -> None:
 
 def test_stopping_threshold(tmp_path: Path) -> None:
     es = EarlyStopping(monitor="val_loss", patience=100, stopping_threshold=2.0)
-    tr = run(tmp_path, [5.0, 3.0, 2.0, 1.0], es)
+    tr = run(tmp_path, [5.0, 2.0, 1.5, 1.0], es)  # as Lightning: reaching it means passing it (2.0 does not)
     assert es.stopped_epoch == 2 and tr.current_epoch == 3
-    assert "stopping_threshold" in es.stopping_reason
+    assert es.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD
+    assert "Stopping threshold reached: val_loss = 1.5 < 2.0" in es.stopping_reason_message
 
 
 def test_divergence_threshold(tmp_path: Path) -> None:
     es = EarlyStopping(monitor="val_loss", patience=100, divergence_threshold=10.0)
     run(tmp_path, [5.0, 9.0, 11.0, 1.0], es)
-    assert es.stopped_epoch == 2 and "divergence_threshold" in es.stopping_reason
+    assert es.stopped_epoch == 2 and "Divergence threshold reached" in es.stopping_reason_message
+    assert es.stopping_reason is EarlyStoppingReason.DIVERGENCE_THRESHOLD
     es = EarlyStopping(monitor="val_acc", mode="max", patience=100, divergence_threshold=-10.0)
     run(tmp_path, [5.0, 9.0, 11.0, 1.0], es)  # val_acc -11 < -10
     assert es.stopped_epoch == 2
@@ -75,7 +78,8 @@ def test_divergence_threshold(tmp_path: Path) -> None:
 def test_check_finite(tmp_path: Path) -> None:
     es = EarlyStopping(monitor="val_loss", patience=100)
     tr = run(tmp_path, [5.0, math.nan, 1.0], es)
-    assert es.stopped_epoch == 1 and tr.current_epoch == 2 and "not finite" in es.stopping_reason
+    assert es.stopped_epoch == 1 and tr.current_epoch == 2 and "not finite" in es.stopping_reason_message
+    assert es.stopping_reason is EarlyStoppingReason.NON_FINITE_METRIC
     es = EarlyStopping(monitor="val_loss", patience=100, check_finite=False)
     tr = run(tmp_path, [5.0, math.inf, 1.0], es)
     assert tr.current_epoch == 3 and float(es.best_score) == 1.0

@@ -242,4 +242,7 @@ def test_files_a_killed_run_was_about_to_delete_go_on_resume(tmp_path: Path, mon
     assert ckpt_names(ckpt_dir) == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"]  # one too many, never one too few
     cb = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", save_top_k=1)
     trainer(tmp_path, callbacks=[cb], max_epochs=6).fit(Scripted(VALUES), data(), data(), ckpt_path="last")
-    assert ckpt_names(ckpt_dir) == ["epoch=3-step=16.ckpt"]
+    # epoch 0's file went; epoch 1's is the one the run resumed from ("last"), which, as in
+    # Lightning, is never deleted even when it falls out of the top k
+    assert ckpt_names(ckpt_dir) == ["epoch=1-step=8.ckpt", "epoch=3-step=16.ckpt"]
+    assert cb.best_model_path == str(ckpt_dir / "epoch=3-step=16.ckpt")

@@ -218,11 +218,17 @@ def test_datamodule_and_loaders_together_are_rejected(tmp_path):
         quiet_trainer(tmp_path).fit(LinearModel(), loader(16), datamodule=ember.DataModule())
 
 
-def test_several_training_loaders_are_rejected(tmp_path):
-    model = LinearModel()
-    with pytest.raises(TypeError, match="train_dataloaders"):
-        quiet_trainer(tmp_path).fit(model, [loader(16), loader(16)])
-    assert model.training_step_calls == 0
+def test_several_training_loaders_are_combined(tmp_path):
+    # as Lightning: a list of training loaders is a CombinedLoader in max_size_cycle mode (a list per batch)
+    batches = []
+
+    class Model(LinearModel):
+        def training_step(self, batch, batch_idx):
+            batches.append(len(batch))
+            return super().training_step(batch[0], batch_idx)
+
+    quiet_trainer(tmp_path, max_epochs=1).fit(Model(), [loader(16), loader(32)])
+    assert batches == [2] * 4  # the longer loader (32 samples in batches of 8) decides the epoch
 
 
 def test_non_iterable_val_loader_is_rejected(tmp_path):

@@ -282,15 +282,15 @@ def test_on_train_batch_start_minus_one_ends_the_epoch(tmp_path):
     assert trainer.current_epoch == 3
 
 
-def test_callback_on_train_batch_start_minus_one_ends_the_epoch(tmp_path):
+def test_callback_on_train_batch_start_minus_one_is_ignored_as_in_lightning(tmp_path):
     class SkipFromStart(Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             return -1 if batch_idx == 0 and trainer.current_epoch == 1 else None
 
     model = LinearModel()
     trainer = quiet_trainer(tmp_path, max_epochs=3, callbacks=[SkipFromStart()])
     trainer.fit(model, loader(32, batch_size=8))
-    assert model.training_step_calls == 4 + 0 + 4
+    assert model.training_step_calls == 4 + 4 + 4
     assert trainer.current_epoch == 3
 
 

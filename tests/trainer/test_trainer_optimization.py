@@ -369,6 +369,10 @@ def _unknown_key(m):
     return {"optimizer": opt, "lr_scheduler": {"scheduler": _step_lr(opt), "intervall": "step"}}
 
 
+def _foreign_scheduler(m):
+    return [_opt(m)], [_step_lr(_opt(m))]  # the scheduler steps an optimizer that was not returned
+
+
 def _scheduler_dict_without_scheduler(m):
     return {"optimizer": _opt(m), "lr_scheduler": {"interval": "step"}}
 
@@ -389,7 +393,7 @@ def _two_optimizers(m):
         (_plateau_without_monitor, ValueError, "monitor"),
         (_bad_interval, ValueError, "interval='batch'"),
         (_bad_frequency, ValueError, "frequency=0"),
-        (_unknown_key, ValueError, "intervall"),
+        (_foreign_scheduler, ValueError, "wasn't returned"),
         (_scheduler_dict_without_scheduler, ValueError, "'scheduler'"),
         (_two_optimizers, ValueError, "automatic_optimization"),
     ],
@@ -403,7 +407,7 @@ def _two_optimizers(m):
         "plateau-no-monitor",
         "bad-interval",
         "bad-frequency",
-        "unknown-key",
+        "foreign-scheduler",
         "no-scheduler-key",
         "two-optimizers-automatic",
     ],
@@ -413,6 +417,13 @@ def test_bad_configure_optimizers_fails_before_any_step(tmp_path, returned, erro
     with pytest.raises(error, match=match):
         quiet_trainer(tmp_path, max_epochs=1).fit(model, loader(16))
     assert model.training_step_calls == 0
+
+
+def test_unknown_scheduler_keys_warn_and_are_dropped(tmp_path):
+    model = NeverTrains(_unknown_key)
+    with pytest.warns(RuntimeWarning, match="intervall"):
+        quiet_trainer(tmp_path, max_epochs=1).fit(model, loader(16))
+    assert model.training_step_calls == 2
 
 
 def test_configure_optimizers_returning_none_warns_and_trains_without_stepping(tmp_path):

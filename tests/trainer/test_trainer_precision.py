@@ -160,3 +160,36 @@ def test_precision_applies_in_test_and_predict(tmp_path):
     preds = trainer.predict(model, loader(16))
     assert seen == [torch.bfloat16] * 2
     assert {p.dtype for p in preds} == {torch.bfloat16}
+
+
+class GradProbe(LinearModel):
+    """Records the weight's gradient in on_before_optimizer_step and in on_train_batch_end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_step: list[torch.Tensor] = []
+        self.batch_end: list[torch.Tensor] = []
+
+    def on_before_optimizer_step(self, optimizer):
+        self.before_step.append(self.layer.weight.grad.detach().clone())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.batch_end.append(self.layer.weight.grad.detach().clone())
+
+
+@pytest.mark.parametrize("clip", [None, 1e6])
+def test_16_mixed_hooks_see_unscaled_gradients(tmp_path, clip):
+    """Lightning unscales right after the closure, before ``on_before_optimizer_step``: the hook sees
+    the gradients the optimizer uses (the GradScaler's initial scale is 65536)."""
+    model = GradProbe()
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=1, precision="16-mixed", num_sanity_val_steps=0, limit_val_batches=0,
+        gradient_clip_val=clip,
+    )  # fmt: skip
+    trainer.fit(model, loader(32))
+    assert len(model.before_step) == trainer.global_step == 4
+    finite = [(seen, used) for seen, used in zip(model.before_step, model.batch_end) if seen.isfinite().all()]
+    assert finite  # the steps that overflowed (and were skipped) aside
+    for seen, used in finite:
+        torch.testing.assert_close(seen, used)
+    assert trainer.precision_plugin.scaler.get_scale() > 1  # a scaler was in play

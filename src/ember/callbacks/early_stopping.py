@@ -1,8 +1,10 @@
-"""``EarlyStopping``: stop fitting when a monitored metric stops improving (Lightning's arguments)."""
+"""``EarlyStopping``: stop fitting when a monitored metric stops improving (Lightning's arguments,
+its ``stopping_reason``/``stopping_reason_message`` and its messages)."""
 
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import Any
 
 import torch
@@ -10,6 +12,18 @@ import torch
 from ember.callbacks.callback import Callback
 from ember.checkpoint.monitor import check_mode, improves
 from ember.engine.events import Priority
+
+_ORDER = {"min": "<", "max": ">"}
+
+
+class EarlyStoppingReason(Enum):
+    """Why :class:`EarlyStopping` stopped the run (Lightning's values)."""
+
+    NOT_STOPPED = 0
+    STOPPING_THRESHOLD = 1
+    DIVERGENCE_THRESHOLD = 2
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
 
 
 class EarlyStopping(Callback):
@@ -19,6 +33,10 @@ class EarlyStopping(Callback):
 
     Checks run after validation at the end of each epoch (or, with ``check_on_train_epoch_end=False``
     and mid-epoch validation, after every validation run).
+
+    After a stop, ``stopping_reason`` is an :class:`EarlyStoppingReason` and ``stopping_reason_message``
+    says it in words (Lightning's messages); with ``verbose=True`` each check's outcome is printed
+    (by every process, prefixed with its rank, unless ``log_rank_zero_only=True``).
     """
 
     priority = Priority.EARLY_STOPPING
@@ -35,6 +53,7 @@ class EarlyStopping(Callback):
         stopping_threshold: float | None = None,
         divergence_threshold: float | None = None,
         check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be the name of a logged metric, got {monitor!r}")
@@ -56,17 +75,19 @@ class EarlyStopping(Callback):
         self.wait_count = 0
         self.stopped_epoch = 0
         self.best_score = torch.tensor(math.inf if mode == "min" else -math.inf)
-        self.stopping_reason: str | None = None
+        self.log_rank_zero_only = log_rank_zero_only
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
+        self.stopping_reason_message: str | None = None
 
     @property
     def state_key(self) -> str:
         return f"EarlyStopping{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
 
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._at_epoch_end(trainer):
             self._check(trainer)
 
-    def on_validation_end(self, trainer: Any, module: Any) -> None:
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.fitting or self._at_epoch_end(trainer):
             return
         self._check(trainer)
@@ -78,6 +99,8 @@ class EarlyStopping(Callback):
         return trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
 
     def _check(self, trainer: Any) -> None:
+        if trainer.fast_dev_run:  # as Lightning: a fast_dev_run never stops early
+            return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             if self.strict:
@@ -87,38 +110,84 @@ class EarlyStopping(Callback):
                 )
             return
         current = float(metrics[self.monitor])
-        stop, reason = self._evaluate(current)
+        stop, message = self._evaluate(current)
         if stop:
             self.stopped_epoch = trainer.current_epoch
-            self.stopping_reason = reason
+            self.stopping_reason_message = message
             trainer.should_stop = True
-            if self.verbose and trainer.is_global_zero:
-                print(f"EarlyStopping: {reason}")
+        if message and self.verbose:
+            self._report(trainer, message)
+
+    def _report(self, trainer: Any, message: str) -> None:
+        """Print a check's outcome, as Lightning logs it: prefixed with the rank when there are several."""
+        if trainer.world_size == 1:
+            print(message)
+        elif not self.log_rank_zero_only or trainer.is_global_zero:
+            print(f"[rank: {trainer.global_rank}] {message}")
 
     def _evaluate(self, current: float) -> tuple[bool, str | None]:
+        """(stop?, message); sets ``stopping_reason`` on a stop. The rules and their order are
+        Lightning's: non-finite, stopping threshold, divergence threshold, improvement, patience."""
         best = float(self.best_score)
+        monitor, order = self.monitor, _ORDER[self.mode]
         if self.check_finite and not math.isfinite(current):
-            return True, f"{self.monitor}={current} is not finite; stopping (best was {best:.6g})"
-        if self.stopping_threshold is not None and (
-            improves(current, self.stopping_threshold, self.mode) or current == self.stopping_threshold
-        ):
-            return True, f"{self.monitor}={current:.6g} reached stopping_threshold={self.stopping_threshold}"
+            self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
+            return True, (
+                f"Monitored metric {monitor} = {current} is not finite. Previous best value was {best:.3f}. "
+                "Signaling Trainer to stop."
+            )
+        if self.stopping_threshold is not None and improves(current, self.stopping_threshold, self.mode):
+            self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
+            return True, (
+                f"Stopping threshold reached: {monitor} = {current:.6g} {order} {self.stopping_threshold}. "
+                "Signaling Trainer to stop."
+            )
         # diverged: the threshold itself is better than the current value
         if self.divergence_threshold is not None and improves(self.divergence_threshold, current, self.mode):
-            return True, f"{self.monitor}={current:.6g} passed divergence_threshold={self.divergence_threshold}"
+            self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
+            return True, (
+                f"Divergence threshold reached: {monitor} = {current:.6g} {order} {self.divergence_threshold}. "
+                "Signaling Trainer to stop."
+            )
         if improves(current, best, self.mode, self.min_delta):
             self.best_score = torch.tensor(current)
             self.wait_count = 0
-            return False, None
+            if not math.isfinite(best):
+                return False, f"Metric {monitor} improved. New best score: {current:.3f}"
+            return False, (
+                f"Metric {monitor} improved by {abs(best - current):.3f} >= min_delta = {self.min_delta}. "
+                f"New best score: {current:.3f}"
+            )
         self.wait_count += 1
         if self.wait_count >= self.patience:
-            return True, f"{self.monitor} did not improve by more than {self.min_delta} for {self.wait_count} checks (best {best:.6g})"
+            self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+            return True, (
+                f"Monitored metric {monitor} did not improve in the last {self.wait_count} records. "
+                f"Best score: {best:.3f}. Signaling Trainer to stop."
+            )
         return False, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wait_count": self.wait_count, "stopped_epoch": self.stopped_epoch, "best_score": float(self.best_score), "patience": self.patience}
+        return {
+            "wait_count": self.wait_count,
+            "stopped_epoch": self.stopped_epoch,
+            "best_score": float(self.best_score),
+            "patience": self.patience,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait_count = int(state["wait_count"])
         self.stopped_epoch = int(state["stopped_epoch"])
         self.best_score = torch.tensor(float(state["best_score"]))
+        reason = state.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value)
+        try:
+            self.stopping_reason = EarlyStoppingReason(reason)
+        except ValueError:
+            raise ValueError(
+                f"EarlyStopping state: stopping_reason={reason!r} is not one of "
+                f"{[r.value for r in EarlyStoppingReason]}"
+            ) from None
+        message = state.get("stopping_reason_message")
+        self.stopping_reason_message = message if isinstance(message, str) else None

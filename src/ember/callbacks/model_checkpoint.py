@@ -2,17 +2,22 @@
 metric, and optionally ``last.ckpt`` (Lightning's arguments and attributes).
 
 Files are written atomically and an old top-k file is deleted only after its replacement is in
-place (see :mod:`ember.checkpoint.topk`). Its own bookkeeping is saved in every checkpoint, so a
-resumed run keeps pruning the same files. That bookkeeping is data from a file: a restored path is
-used only if it resolves directly inside this callback's ``dirpath`` and has a name this callback
-gives its files (its ``filename`` template, ``-vN`` and ``.ckpt``, or ``last.ckpt``); any other is
-ignored with a warning, so a downloaded checkpoint cannot make Ember delete or overwrite a file.
+place (see :mod:`ember.checkpoint.topk`); the checkpoint a run resumed from (``trainer.ckpt_path``)
+is never deleted, as in Lightning. Its own bookkeeping is saved in every checkpoint, so a resumed
+run keeps pruning the same files. That bookkeeping is data from a file: a restored path is used
+only if it resolves directly inside this callback's ``dirpath`` and has a name this callback gives
+its files (its ``filename`` or ``CHECKPOINT_NAME_LAST`` template, ``-vN`` and ``FILE_EXTENSION``);
+any other is ignored with a warning, so a downloaded checkpoint cannot make Ember delete or
+overwrite a file.
+
+In a distributed run rank zero decides and writes, then sends its bookkeeping (``best_model_path``,
+``best_model_score``, ...) to the other ranks, so every rank reports the same files.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import re
 import time
 import warnings
 from typing import Any
@@ -20,12 +25,12 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.callbacks.checkpoint_names import fill, name_pattern
 from ember.checkpoint import io as ckpt_io
-from ember.checkpoint.topk import TopK, foreign_reason, unique_path
+from ember.checkpoint.monitor import check_mode
+from ember.checkpoint.topk import TopK, foreign_reason
 from ember.engine.events import Priority
 from ember.io.atomic import remove_stale_temporaries
-
-_GROUP = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
 
 def _positive_or_none(name: str, value: Any) -> int | None:
@@ -36,10 +41,25 @@ def _positive_or_none(name: str, value: Any) -> int | None:
     return value
 
 
+def _local_path(dirpath: str | os.PathLike | None) -> str | None:
+    """As Lightning: a local ``dirpath`` with ``~`` expanded, made absolute (symlinks resolved); a URL as is."""
+    if dirpath is None:
+        return None
+    path = os.fspath(dirpath)
+    return path if ckpt_io.is_url(path) else os.path.realpath(os.path.expanduser(path))
+
+
 class ModelCheckpoint(Callback):
     """Save a checkpoint every ``every_n_epochs`` epochs (default 1), every ``every_n_train_steps``
-    optimizer steps, or every ``train_time_interval``; keep the ``save_top_k`` best by ``monitor``
-    (the latest ones without a monitor).
+    optimizer steps, or every ``train_time_interval`` (one of the three); keep the ``save_top_k``
+    best by ``monitor`` (the latest ones without a monitor).
+
+    ``save_last=True`` also writes ``last.ckpt`` at each of those saves, and at the end of training
+    if none was written; ``save_on_exception=True`` writes a checkpoint named by ``filename`` when
+    fit raises. A file name that is taken gets ``-v1``, ``-v2``, ... (``enable_version_counter``), so
+    a second run into the same folder writes ``last-v1.ckpt``. The class attributes
+    ``CHECKPOINT_NAME_LAST`` (a template, e.g. ``"{epoch}-last"``) and ``FILE_EXTENSION`` can be
+    changed, on the class or on an instance, as in Lightning.
 
     Example::
 
@@ -50,8 +70,11 @@ class ModelCheckpoint(Callback):
     # After every other callback, EarlyStopping included (as in Lightning): a checkpoint must hold
     # the state those callbacks reach at this moment, or a resumed run would redo or miss a decision.
     priority = Priority.EARLY_STOPPING - 1
-    CHECKPOINT_EXT = ".ckpt"
+    CHECKPOINT_JOIN_CHAR = "-"
+    CHECKPOINT_EQUALS_CHAR = "="
     CHECKPOINT_NAME_LAST = "last"
+    FILE_EXTENSION = ".ckpt"
+    STARTING_VERSION = 1
 
     def __init__(
         self,
@@ -61,6 +84,7 @@ class ModelCheckpoint(Callback):
         verbose: bool = False,
         save_last: bool | None = None,
         save_top_k: int = 1,
+        save_on_exception: bool = False,
         save_weights_only: bool = False,
         mode: str = "min",
         auto_insert_metric_name: bool = True,
@@ -68,6 +92,7 @@ class ModelCheckpoint(Callback):
         train_time_interval: Any = None,
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
     ) -> None:
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
             raise TypeError(f"dirpath must be a path or None, got {dirpath!r}")
@@ -75,31 +100,42 @@ class ModelCheckpoint(Callback):
             raise ValueError(f"filename must be a non-empty format string, got {filename!r}")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise ValueError(f"monitor must be a metric name or None, got {monitor!r}")
+        check_mode(mode)  # with or without a monitor, as Lightning
         if monitor is None and save_top_k not in (-1, 0, 1):
             raise ValueError(f"save_top_k={save_top_k} needs a monitor to rank checkpoints; without one use -1, 0 or 1")
         self.topk = TopK(save_top_k, mode if monitor is not None else "max")
-        self.dirpath = os.fspath(dirpath) if dirpath is not None else None
-        self.filename = filename[: -len(self.CHECKPOINT_EXT)] if filename.endswith(self.CHECKPOINT_EXT) else filename
+        self.dirpath = _local_path(dirpath)
+        self.filename = filename[: -len(".ckpt")] if filename.endswith(".ckpt") else filename
         self.monitor = monitor
         self.mode = mode
         self.verbose = verbose
         self.save_last = save_last
         self.save_top_k = save_top_k
+        self.save_on_exception = save_on_exception
         self.save_weights_only = save_weights_only
         self.auto_insert_metric_name = auto_insert_metric_name
         self.every_n_train_steps = _positive_or_none("every_n_train_steps", every_n_train_steps)
         self.every_n_epochs = _positive_or_none("every_n_epochs", every_n_epochs)
         self.train_time_interval = self._seconds(train_time_interval)
-        if self.every_n_epochs is None and self.every_n_train_steps is None and self.train_time_interval is None:
+        triggers = (self.every_n_train_steps, self.every_n_epochs, self.train_time_interval)
+        if sum(1 for t in triggers if t) > 1:  # (a 0 turns a trigger off)
+            raise ValueError(
+                f"ModelCheckpoint(every_n_train_steps={every_n_train_steps!r}, every_n_epochs={every_n_epochs!r}, "
+                f"train_time_interval={train_time_interval!r}): choose one of them, they are mutually exclusive"
+            )
+        if all(t is None for t in triggers):
             self.every_n_epochs = 1
         self.save_on_train_epoch_end = save_on_train_epoch_end
+        self._enable_version_counter = bool(enable_version_counter)
         self.best_model_path = ""
         self.best_model_score: torch.Tensor | None = None
         self.last_model_path = ""
         self.kth_best_model_path = ""
         self.current_score: torch.Tensor | None = None
         self._last_step_saved = -1
+        self._last_checkpoint_saved = ""  # any file this callback wrote (Lightning: last.ckpt at train end if none)
         self._last_time = time.monotonic()
+        self._stale: list[str] = []  # restored files a stopped run was about to delete (see on_train_start)
         self._bind_topk()
 
     def _bind_topk(self) -> None:
@@ -109,9 +145,17 @@ class ModelCheckpoint(Callback):
 
     def is_own_name(self, name: str) -> bool:
         """Whether ``name`` (a file name, no directory) is one this callback gives its top-k files:
-        its ``filename`` template filled with any values, an optional ``-vN``, and ``.ckpt``."""
-        pattern = _name_pattern(self.filename, self.auto_insert_metric_name, self.CHECKPOINT_EXT)
-        return pattern.fullmatch(name) is not None
+        its ``filename`` template filled with any values, an optional ``-vN``, and ``FILE_EXTENSION``."""
+        return self._pattern(self.filename).fullmatch(name) is not None
+
+    def _is_last_name(self, name: str) -> bool:
+        return self._pattern(self.CHECKPOINT_NAME_LAST).fullmatch(name) is not None
+
+    def _pattern(self, template: str) -> Any:
+        return name_pattern(
+            template, self.auto_insert_metric_name, self.FILE_EXTENSION, self.CHECKPOINT_JOIN_CHAR,
+            self.CHECKPOINT_EQUALS_CHAR,
+        )  # fmt: skip
 
     @staticmethod
     def _seconds(interval: Any) -> float | None:
@@ -124,15 +168,18 @@ class ModelCheckpoint(Callback):
 
     @property
     def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint's ``callbacks`` (its monitor and mode)."""
         return f"ModelCheckpoint{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
 
     @property
     def best_k_models(self) -> dict[str, torch.Tensor]:
+        """The kept top-k files with their scores (empty without a monitor, as in Lightning)."""
         return {p: torch.tensor(s) for p, s in self.topk.saved.items()} if self.monitor else {}
 
     # ------------------------------------------------------------------ hooks
 
-    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Choose ``dirpath`` (``<log_dir>/checkpoints`` unless given) and clear a crashed run's temporaries."""
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
         self._bind_topk()
@@ -140,7 +187,17 @@ class ModelCheckpoint(Callback):
         if stage == "fit" and trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
 
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Delete the files a resumed run was about to delete when it stopped (never the one resumed from)."""
+        self._protect_resumed(trainer)
+        stale, self._stale = self._stale, []
+        if trainer.is_global_zero:
+            for old in stale:
+                if old not in self.topk.saved and not self.topk.is_protected(old):
+                    ckpt_io.remove(old)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Save every ``every_n_train_steps`` optimizer steps or ``train_time_interval``."""
         step = trainer.global_step
         due = self.every_n_train_steps and step and step % self.every_n_train_steps == 0 and step != self._last_step_saved
         if not due and self.train_time_interval is not None:
@@ -148,15 +205,46 @@ class ModelCheckpoint(Callback):
         if due:
             self._save(trainer)
 
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save every ``every_n_epochs`` epochs when there is no validation to wait for."""
         if self._save_at_epoch_end(trainer) and self._epoch_due(trainer):
             self._save(trainer)
 
-    def on_validation_end(self, trainer: Any, module: Any) -> None:
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save every ``every_n_epochs`` epochs after the validation that logged the monitored metric."""
         if trainer.sanity_checking or not trainer.fitting or self._save_at_epoch_end(trainer):
             return
-        if self.every_n_train_steps is None and self.train_time_interval is None:
+        if self._epoch_due(trainer):
             self._save(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """As Lightning: with ``save_last``, write ``last.ckpt`` now if this run wrote no checkpoint
+        (``every_n_epochs=0``, ``save_top_k=0``, or no save was due)."""
+        if not self.save_last or self._last_checkpoint_saved or trainer.fast_dev_run:
+            return
+        metrics = self._metrics(trainer)
+        self._write(trainer, metrics, None, None)
+        self._share(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """With ``save_on_exception=True``: write a checkpoint named by ``filename`` (and ``last.ckpt``
+        with ``save_last``) unless one was saved at this step or no step was taken, as Lightning. Rank zero writes alone:
+        the other ranks may not have raised, so nothing here waits for them."""
+        if not self.save_on_exception or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if trainer.global_step in (0, self._last_step_saved) or self.dirpath is None:  # (0: nothing trained)
+            return
+        if getattr(trainer.strategy, "collective_state_dict", False) and trainer.world_size > 1:
+            warnings.warn("ModelCheckpoint(save_on_exception=True): a sharded model cannot be gathered after an "
+                          "error on one process; no checkpoint was written", stacklevel=2)  # fmt: skip
+            return
+        self._last_step_saved = trainer.global_step
+        if trainer.is_global_zero:
+            metrics = self._metrics(trainer)
+            path = self._free_path(self.format_checkpoint_name(metrics), ())
+            self._write_files(trainer, None, 0.0, metrics, extra=path)
+            if self.verbose:
+                print(f"ModelCheckpoint: {type(exception).__name__} raised; saved {path}")
 
     def _save_at_epoch_end(self, trainer: Any) -> bool:
         if self.save_on_train_epoch_end is not None:
@@ -172,20 +260,36 @@ class ModelCheckpoint(Callback):
 
     # ------------------------------------------------------------------ saving
 
-    def format_checkpoint_name(self, metrics: dict[str, Any]) -> str:
-        """The file name (without directory) for these metrics, e.g. ``epoch=3-step=120.ckpt``."""
+    def format_checkpoint_name(
+        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None, prefix: str | None = None
+    ) -> str:
+        """The path (in ``dirpath``; the bare name while it is unknown) for these metrics and the
+        ``filename`` template (default: this callback's), e.g. ``<dirpath>/epoch=3-step=120.ckpt``;
+        ``ver`` appends ``-v<ver>``, ``prefix`` goes first. As Lightning's."""
+        name = fill(filename or self.filename, metrics, self.auto_insert_metric_name, self.CHECKPOINT_EQUALS_CHAR)
+        if prefix:
+            name = f"{prefix}{self.CHECKPOINT_JOIN_CHAR}{name}"
+        if ver is not None:
+            name = f"{name}{self.CHECKPOINT_JOIN_CHAR}v{ver}"
+        name += self.FILE_EXTENSION
+        return os.path.join(self.dirpath, name) if self.dirpath else name
 
-        def fill(m: re.Match) -> str:
-            name, spec = m.group(1), m.group(2) or ""
-            value = metrics.get(name, 0)
-            if isinstance(value, torch.Tensor):
-                value = value.item()
-            text = format(value, spec[1:]) if spec else str(value)
-            return f"{name}={text}" if self.auto_insert_metric_name else text
-
-        return _GROUP.sub(fill, self.filename).replace("/", "_") + self.CHECKPOINT_EXT
+    def _free_path(self, path: str, reuse: Any) -> str:
+        """``path``, or with ``-v1``, ``-v2``, ... while that file exists (unless it is in ``reuse``:
+        a file of this run that is being replaced); as is with ``enable_version_counter=False``."""
+        if not self._enable_version_counter:
+            return path
+        ext = self.FILE_EXTENSION
+        stem = path[: len(path) - len(ext)]
+        version = self.STARTING_VERSION
+        candidate = path
+        while candidate not in reuse and ckpt_io.exists(candidate):
+            candidate = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{version}{ext}"
+            version += 1
+        return candidate
 
     def _save(self, trainer: Any) -> None:
+        """A scheduled save: the top-k file if the score earns one, and ``last.ckpt``."""
         if trainer.fast_dev_run:  # as Lightning: a fast_dev_run writes no checkpoint
             return
         step = trainer.global_step
@@ -193,26 +297,27 @@ class ModelCheckpoint(Callback):
             return
         metrics = self._metrics(trainer)
         score = self._score(metrics)
-        self.current_score = torch.tensor(score)
         self._last_step_saved = step
         self._last_time = time.monotonic()
-        collective = getattr(trainer.strategy, "collective_state_dict", False)
-        if not trainer.is_global_zero and not collective:
-            return
         top = self.topk.accepts(score) if trainer.is_global_zero else False
-        if collective:  # FSDP: every rank helps gather the weights, so all follow rank zero's decision
+        if getattr(trainer.strategy, "collective_state_dict", False):  # FSDP: all ranks gather the weights
             top = trainer.strategy.broadcast(top)
-        if not top and not self.save_last:
-            return
+        if top or self.save_last:
+            self._write(trainer, metrics, score if top else None, None)
+        self._share(trainer)
+
+    def _write(self, trainer: Any, metrics: dict[str, Any], score: float | None, extra: str | None) -> None:
+        """Rank zero writes the top-k file (when ``score`` is not None) and ``last.ckpt``; under a
+        strategy that gathers the weights (FSDP) the other ranks take part in the dump."""
         if not trainer.is_global_zero:
-            self._dump(trainer)  # its part of the gathering; rank zero writes
+            if getattr(trainer.strategy, "collective_state_dict", False):
+                self._dump(trainer)  # its part of the gathering; rank zero writes
             return
+        self._protect_resumed(trainer)
         path = None
-        if top:
-            path = os.path.join(self.dirpath, self.format_checkpoint_name(metrics))
-            if path not in self.topk.saved:
-                path = unique_path(path)
-        self._write_files(trainer, path, score)
+        if score is not None:
+            path = self._free_path(self.format_checkpoint_name(metrics), self.topk.saved)
+        self._write_files(trainer, path, score or 0.0, metrics, extra)
 
     def _metrics(self, trainer: Any) -> dict[str, Any]:
         """The logged metrics with this moment's ``epoch`` and ``step`` (what file names are filled with)."""
@@ -222,7 +327,8 @@ class ModelCheckpoint(Callback):
         return metrics
 
     def _score(self, metrics: dict[str, Any]) -> float:
-        """The monitored value that ranks this checkpoint (the step without a monitor: latest is best)."""
+        """The value that ranks this checkpoint: the monitored one (NaN counts as the worst possible,
+        as Lightning), or the step without a monitor (the latest is best)."""
         if self.monitor is None:
             return float(metrics["step"])
         if self.monitor not in metrics:
@@ -230,13 +336,19 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint(monitor={self.monitor!r}) found no such logged metric; logged metrics are: "
                 f"{sorted(k for k in metrics if k not in ('epoch', 'step'))}"
             )
-        return float(metrics[self.monitor])
+        score = float(metrics[self.monitor])
+        return (math.inf if self.mode == "min" else -math.inf) if math.isnan(score) else score
 
-    def _write_files(self, trainer: Any, path: str | None, score: float) -> None:
-        """Dump the trainer's checkpoint into ``path`` (a new top-k file; None: not one) and ``last.ckpt``."""
+    def _write_files(
+        self, trainer: Any, path: str | None, score: float, metrics: dict[str, Any], extra: str | None = None
+    ) -> None:
+        """Dump the trainer's checkpoint into ``path`` (a new top-k file; None: not one), ``extra``
+        (a file outside the top k) and, with ``save_last``, the last checkpoint."""
         before = self._bookkeeping()
+        previous_last = self.last_model_path
         if self.save_last:
-            self.last_model_path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT)
+            last = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = self._free_path(last, (previous_last,))
         checkpoint: dict[str, Any] = {}
 
         def dump_and_write() -> None:
@@ -245,10 +357,12 @@ class ModelCheckpoint(Callback):
             nonlocal checkpoint
             try:
                 if path is not None:
-                    self._track_best()
+                    self._track_best(score)
                 checkpoint = self._dump(trainer)
-                if path is not None:
-                    _save_file(checkpoint, path)
+                for target in (path, extra):
+                    if target is not None:
+                        _save_file(checkpoint, target)
+                        self._last_checkpoint_saved = target
             except BaseException:
                 self._restore_bookkeeping(before)  # nothing was written
                 raise
@@ -261,25 +375,58 @@ class ModelCheckpoint(Callback):
                 print(f"ModelCheckpoint: saved {path} ({self.monitor or 'step'}={score:.6g})")
         if self.save_last:
             _save_file(checkpoint, self.last_model_path)
+            self._last_checkpoint_saved = self.last_model_path
+            if previous_last and previous_last != self.last_model_path and not self.topk.is_protected(previous_last):
+                ckpt_io.remove(previous_last)  # a templated name ("{epoch}-last") moved on
 
     def _dump(self, trainer: Any) -> dict[str, Any]:
         return trainer.dump_checkpoint(weights_only=self.save_weights_only)
 
-    def _track_best(self) -> None:
+    def _protect_resumed(self, trainer: Any) -> None:
+        """As Lightning: the checkpoint this run resumed from is never deleted."""
+        resumed = getattr(trainer, "ckpt_path", None)
+        self.topk.protected = {resumed if ckpt_io.is_url(resumed) else os.path.abspath(resumed)} if resumed else set()
+
+    def _track_best(self, score: float) -> None:
         best = self.topk.best()
         self.best_model_path = best or ""
+        if self.monitor is None:  # as Lightning: without a monitor the best is the latest, with no score
+            return
+        self.current_score = torch.tensor(score)
         self.best_model_score = torch.tensor(self.topk.saved[best]) if best else None
         self.kth_best_model_path = self.topk.worst() or ""
 
     def _bookkeeping(self) -> tuple[Any, ...]:
-        return (self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path)
+        return (
+            self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path,
+            self.current_score,
+        )  # fmt: skip
 
     def _restore_bookkeeping(self, saved: tuple[Any, ...]) -> None:
-        self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path = saved
+        (self.best_model_path, self.best_model_score, self.kth_best_model_path, self.last_model_path,
+         self.current_score) = saved  # fmt: skip
+
+    def _share(self, trainer: Any) -> None:
+        """Distributed: every rank takes rank zero's bookkeeping (one broadcast per save, never per step)."""
+        if trainer.world_size <= 1:
+            return
+        mine = None
+        if trainer.is_global_zero:
+            mine = {
+                "saved": dict(self.topk.saved),
+                "paths": (self.best_model_path, self.kth_best_model_path, self.last_model_path, self._last_checkpoint_saved),
+                "scores": tuple(None if t is None else float(t) for t in (self.best_model_score, self.current_score)),
+            }
+        got = trainer.strategy.broadcast(mine)
+        if not trainer.is_global_zero:
+            self.topk.saved = dict(got["saved"])
+            self.best_model_path, self.kth_best_model_path, self.last_model_path, self._last_checkpoint_saved = got["paths"]
+            self.best_model_score, self.current_score = (None if f is None else torch.tensor(f) for f in got["scores"])
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        """The bookkeeping a resumed run continues (which files it keeps, the best, the last)."""
         return {
             "monitor": self.monitor,
             "dirpath": self.dirpath,
@@ -313,16 +460,15 @@ class ModelCheckpoint(Callback):
         step = state.get("last_step_saved", -1)
         self._last_step_saved = step if isinstance(step, int) and not isinstance(step, bool) else -1
         dropping = state.get("dropping", [])
-        for old in dropping if isinstance(dropping, list) else [dropping]:  # the run stopped before it deleted them
-            if self._own_path(old, "dropping") and old not in self.topk.saved:
-                ckpt_io.remove(old)
+        # the run stopped before it deleted them: on_train_start does, once it knows the resumed file
+        self._stale = [old for old in (dropping if isinstance(dropping, list) else [dropping]) if self._own_path(old, "dropping")]
 
     def _own_path(self, path: Any, field: str, last: bool = False) -> str:
         """``path`` if it is one of this callback's own files, else "" (with a warning naming the file and field)."""
         if path == "":
             return ""
         assert self.dirpath is not None
-        name_ok = (lambda n: n == self.CHECKPOINT_NAME_LAST + self.CHECKPOINT_EXT) if last else self.is_own_name
+        name_ok = self._is_last_name if last else self.is_own_name
         problem = foreign_reason(path, self.dirpath, name_ok)
         if problem is None:
             return path
@@ -332,24 +478,6 @@ class ModelCheckpoint(Callback):
             stacklevel=3,
         )
         return ""
-
-
-#: a metric formatted as :meth:`ModelCheckpoint.format_checkpoint_name` does (``3``, ``-1.000``,
-#: ``1e-05``, ``nan``, ``-inf``, ``12,345``, ``50.0%``, padded)
-_NUMBER = "[-+ 0-9.,_%eEnaifNAIF]+"
-
-
-def _name_pattern(template: str, insert_names: bool, ext: str) -> re.Pattern[str]:
-    """What :meth:`ModelCheckpoint.format_checkpoint_name` can produce from ``template`` (then
-    :func:`~ember.checkpoint.topk.unique_path`'s ``-vN``), as a regular expression."""
-    parts, pos = [], 0
-    for m in _GROUP.finditer(template):
-        parts.append(re.escape(template[pos : m.start()].replace("/", "_")))
-        prefix = re.escape(f"{m.group(1)}=".replace("/", "_")) if insert_names else ""
-        parts.append(prefix + _NUMBER)
-        pos = m.end()
-    parts.append(re.escape(template[pos:].replace("/", "_")))
-    return re.compile("".join(parts) + r"(?:-v[0-9]+)?" + re.escape(ext))
 
 
 def _save_file(checkpoint: dict[str, Any], path: str) -> None:

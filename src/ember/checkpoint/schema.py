@@ -237,7 +237,11 @@ def _model_checkpoint_state(state: Any, where: str) -> None:
 
 
 def _early_stopping_state(state: Any, where: str) -> None:
-    spec = {"wait_count": _int, "stopped_epoch": _int, "best_score": _number, "patience": _int}
+    spec = {
+        "wait_count": _int, "stopped_epoch": _int, "best_score": _number, "patience": _int,
+        "stopping_reason": lambda v, w: _choice(v, w, (0, 1, 2, 3, 4)),  # EarlyStoppingReason's values
+        "stopping_reason_message": lambda v, w: _of(v, str, w, "a message (str)", none=True),
+    }  # fmt: skip
     _fields(_str_keys(state, where), where, spec, required=("wait_count", "stopped_epoch", "best_score"))
 
 

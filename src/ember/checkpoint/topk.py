@@ -72,6 +72,8 @@ class TopK:
         #: booked out of the top k by the save in progress; deleted once the new file is written
         self.dropping: list[str] = []
         self._unchecked: set[str] = set()  # restored without a directory to check them against yet
+        #: files never deleted even when they fall out of the top k (the checkpoint a run resumed from)
+        self.protected: set[str] = set()
 
     def worst(self) -> str | None:
         if not self.saved:
@@ -129,9 +131,16 @@ class TopK:
             self.saved, self.dropping = before, []
             raise
         for old in self.dropping:  # only now that their replacement is in place
-            ckpt_io.remove(old)
+            if not self.is_protected(old):
+                ckpt_io.remove(old)
         dropped, self.dropping = self.dropping, []
         return dropped
+
+    def is_protected(self, path: str) -> bool:
+        """Whether ``path`` is one of :attr:`protected` (compared as absolute paths, URLs literally)."""
+        if not self.protected:
+            return False
+        return (path if ckpt_io.is_url(path) else os.path.abspath(path)) in self.protected
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved": dict(self.saved), "k": self.k, "mode": self.mode}

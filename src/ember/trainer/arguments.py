@@ -66,6 +66,11 @@ def batch_limits(train: Any, val: Any, test: Any, predict: Any) -> dict[str, int
     }
 
 
+def overfit_batches(value: Any) -> int | float:
+    """``overfit_batches``: 0 (off), a fraction in [0, 1] or a number of batches."""
+    return check_limit("overfit_batches", value)
+
+
 def stopping_limits(max_epochs: Any, min_epochs: Any, max_steps: Any, min_steps: Any, max_time: Any) -> tuple:
     """``(max_epochs, min_epochs, max_steps, min_steps, max_time in seconds)``, checked."""
     if max_steps == -1:  # Lightning's spelling of "no limit"

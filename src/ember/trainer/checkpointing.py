@@ -28,6 +28,7 @@ from ember.checkpoint import io as ckpt_io
 from ember.checkpoint import new_checkpoint
 from ember.checkpoint.format import plain_data
 from ember.checkpoint.loading import adapt_state_dict
+from ember.engine import Events
 
 
 def loader_generator(loader: Any) -> torch.Generator | None:
@@ -67,6 +68,10 @@ class CheckpointConnector:
 
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
+        #: whether the fit being set up continues the run whose checkpoint it loads (its loggers then
+        #: go on in that run's folder, see :meth:`choose_run_folder`)
+        self.continuing = False
+        self.loaded_path: str | None = None  # the file the running (or last) stage loaded: trainer.ckpt_path
 
     # ------------------------------------------------------------------ saving
 
@@ -96,6 +101,7 @@ class CheckpointConnector:
             ckpt["lr_schedulers"] = [c.scheduler.state_dict() for c in tr.lr_scheduler_configs]
             ckpt["precision"] = tr.precision_plugin.state_dict()
             ckpt["callbacks"] = {cb.state_key: state for cb in self._stateful_callbacks() if (state := cb.state_dict())}
+            self._write_pending_row()
             ckpt["loggers"] = [
                 lg.state_dict() if callable(getattr(lg, "state_dict", None)) else {} for lg in tr.loggers
             ]
@@ -109,6 +115,24 @@ class CheckpointConnector:
             dispatch.call("on_save_checkpoint", ckpt)
         return plain_data(ckpt)  # a value that would not load with weights_only=True fails here, naming it
 
+    def _write_pending_row(self) -> None:
+        """Saved from ``on_train_batch_end``: hand this batch's step row to the loggers now (it would
+        be written right after the hook, if due), so that it is on disk with the checkpoint; the
+        resumed run starts after this batch and never logs it (issue: logs across a crash)."""
+        tr = self.trainer
+        progress = tr.fit_progress
+        logging = tr._logging
+        store = logging.stores.get("train")
+        if (
+            store is not None
+            and store.step_dirty
+            and logging.ctx.store is store
+            and tr.train_engine.last_event_name == Events.ITERATION_COMPLETED
+            and progress.batch_end_pending(tr.train_engine.state.iteration)
+            and (progress.batches_stepped + 1) % tr.log_every_n_steps == 0  # the fit loop's rule
+        ):
+            logging.flush_steps(progress.batches_stepped, progress.current_epoch)
+
     def save(self, path: str | os.PathLike, weights_only: bool = False) -> None:
         """Every process calls this; the strategy writes (rank zero, or every rank's shards)."""
         strategy = self.trainer.strategy
@@ -119,18 +143,55 @@ class CheckpointConnector:
         callbacks = dispatch.callbacks if dispatch is not None else self.trainer.callbacks
         return [cb for cb in callbacks if callable(getattr(cb, "state_dict", None)) and hasattr(cb, "state_key")]
 
+    # ------------------------------------------------------------------ which run folder
+
+    def choose_run_folder(self, ckpt_path: Any) -> None:
+        """Before callbacks are set up for ``fit(ckpt_path=...)``: decide whether this fit continues
+        the checkpoint's run, and if so make the loggers write to that run's folder, so that
+        ``log_dir`` (and so ModelCheckpoint's default ``dirpath``) is the folder the checkpoint came
+        from and logs, checkpoints and top-k tracking go on there (docs: checkpoints and exact resume).
+
+        - a path inside a logger's ``<root>/version_K`` folder: loggers whose version was not given
+          continue in ``version_K`` (the first logger decides whether the run continues);
+        - ``"last"``: a run's own checkpoint by definition; with the default ``dirpath`` the newest
+          ``version_K`` of the first logger that holds a checkpoint is continued (see
+          :meth:`resolve`); with a ModelCheckpoint ``dirpath``, the loggers follow the checkpoint;
+        - any other file (a downloaded or copied checkpoint): a new run folder, as in Lightning.
+        """
+        tr = self.trainer
+        self.continuing = False
+        if ckpt_path is None or ckpt_path == "best" or not isinstance(ckpt_path, (str, os.PathLike)):
+            return
+        if ckpt_path == "last":
+            self.continuing = True
+            if any(cb.dirpath for cb in tr.checkpoint_callbacks):  # "last" looks there, not in a version folder
+                return
+            first = tr.logger
+            folder = first.last_run_dir() if callable(getattr(first, "last_run_dir", None)) else None
+            if folder is None:
+                return
+            path = folder
+        elif ckpt_io.is_url(ckpt_path):
+            return
+        else:
+            path = os.fspath(ckpt_path)
+        continued = [lg.continue_run(path) if callable(getattr(lg, "continue_run", None)) else False for lg in tr.loggers]
+        self.continuing = self.continuing or bool(continued and continued[0])
+
     # ------------------------------------------------------------------ which file
 
     def resolve(self, ckpt_path: str | os.PathLike | None, stage: str) -> str | None:
         """Turn ``"last"``/``"best"``/a path into a file path (None: nothing to load).
 
         ``"last"`` is the newest ``*.ckpt`` where this run's own checkpoints go: the ``dirpath`` of
-        each of its ``ModelCheckpoint`` callbacks (by default ``<log_dir>/checkpoints``), or
+        each of its ``ModelCheckpoint`` callbacks (by default ``<log_dir>/checkpoints``, where
+        ``log_dir`` is the run folder :meth:`choose_run_folder` chose), or
         ``<log_dir>/checkpoints`` (where a stop signal's checkpoint goes) without one. Nothing else
         under ``default_root_dir`` is considered. None found: ``fit`` starts from scratch with a
         warning, other stages raise (they would silently evaluate an untrained model).
         """
         self._stage = stage  # what the file that load() reads next must be able to do
+        self.loaded_path = None
         if ckpt_path is None:
             return None
         if ckpt_path == "best":
@@ -189,6 +250,7 @@ class CheckpointConnector:
         state too), and say, on rank zero, which file it was."""
         checkpoint = self.trainer.strategy.load_checkpoint(path, map_location=self.trainer.root_device)
         name = os.fspath(path)
+        self.loaded_path = name
         if "state_dict" not in checkpoint and not isinstance(checkpoint.get("sharded"), dict):
             raise ckpt_io.CheckpointError(f"{name!r} holds no model weights ('state_dict'): nothing to load")
         if getattr(self, "_stage", None) == "fit" and "loops" not in checkpoint:
@@ -203,19 +265,36 @@ class CheckpointConnector:
         return checkpoint
 
     def restore_model(self, checkpoint: dict[str, Any]) -> None:
-        model = self.trainer.model
+        """Every stage with a ``ckpt_path``, in Lightning's order: the module's ``on_load_checkpoint``
+        (it may still edit the checkpoint, e.g. rename weights), the weights, the datamodule's state,
+        then each callback's ``on_load_checkpoint`` and its ``load_state_dict``."""
+        tr = self.trainer
+        model = tr.model
+        hook = getattr(model, "on_load_checkpoint", None)
+        if callable(hook):
+            hook(checkpoint)
         if "state_dict" not in checkpoint:
             raise ValueError("the checkpoint holds no model weights ('state_dict')")
         state = checkpoint["state_dict"]
         if not checkpoint.get("sharded"):  # a sharded checkpoint's weights are read in place by the strategy
             state = adapt_state_dict(model, state)
-        self.trainer.strategy.load_model_state_dict(model, state)
-        hook = getattr(model, "on_load_checkpoint", None)
-        if callable(hook):
-            hook(checkpoint)
+        tr.strategy.load_model_state_dict(model, state)
+        dm = tr.datamodule
+        if dm is not None and "datamodule" in checkpoint and callable(getattr(dm, "load_state_dict", None)):
+            dm.load_state_dict(checkpoint["datamodule"])
+        dispatch = tr._stage_dispatch
+        if dispatch is not None:
+            for fn in dispatch.calls("on_load_checkpoint"):
+                if getattr(fn, "__self__", None) is not model:  # the module's ran first
+                    fn(checkpoint)
+        saved_callbacks = checkpoint.get("callbacks", {})
+        for cb in self._stateful_callbacks():
+            if cb.state_key in saved_callbacks:
+                cb.load_state_dict(saved_callbacks[cb.state_key])
 
     def restore_training_state(self, checkpoint: dict[str, Any]) -> None:
-        """Optimizers, schedulers, scaler, callbacks, loggers and the loop (after configure_optimizers)."""
+        """``fit`` only, after configure_optimizers: optimizers, schedulers, scaler, loggers and the loop
+        (:meth:`restore_model` did the weights, the datamodule and the callbacks)."""
         tr = self.trainer
         if "loops" not in checkpoint:
             raise ValueError("this checkpoint holds weights only (save_weights_only=True): it cannot resume training")
@@ -234,20 +313,8 @@ class CheckpointConnector:
         for cfg, state in zip(tr.lr_scheduler_configs, scheds):
             cfg.scheduler.load_state_dict(state)
         tr.precision_plugin.load_state_dict(checkpoint.get("precision", {}))
-        saved_callbacks = checkpoint.get("callbacks", {})
-        for cb in self._stateful_callbacks():
-            if cb.state_key in saved_callbacks:
-                cb.load_state_dict(saved_callbacks[cb.state_key])
-        for lg, state in zip(tr.loggers, checkpoint.get("loggers", [])):
-            if state and callable(getattr(lg, "load_state_dict", None)):
+        for lg, state in zip(tr.loggers, checkpoint.get("loggers", []) if self.continuing else []):
+            if state and callable(getattr(lg, "load_state_dict", None)):  # the run goes on: so does its log
                 lg.load_state_dict(state)
-        dm = tr.datamodule
-        if dm is not None and "datamodule" in checkpoint and callable(getattr(dm, "load_state_dict", None)):
-            dm.load_state_dict(checkpoint["datamodule"])
-        dispatch = tr._stage_dispatch
-        if dispatch is not None:
-            for fn in dispatch.calls("on_load_checkpoint"):
-                if getattr(fn, "__self__", None) is not tr.model:  # the module's hook ran with its weights
-                    fn(checkpoint)
         tr._fit_loop.load_state_dict(checkpoint["loops"]["fit"], checkpoint.get("rng_states"))
         tr.strategy.restored()

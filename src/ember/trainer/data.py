@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
+
 from ember.trainer.hooks import overrides
+from ember.utilities import CombinedLoader
 
 LOADER_METHODS = {
     "train": "train_dataloader",
@@ -21,6 +27,8 @@ def _provides(obj: Any, method: str) -> bool:
 
     if obj is None or not callable(getattr(obj, method, None)):
         return False
+    if callable(getattr(obj, "__dict__", {}).get(method)):  # assigned on the instance (from_datasets)
+        return True
     base = DataModule if isinstance(obj, DataModule) else Module
     return not hasattr(base, method) or overrides(obj, method, base)
 
@@ -45,6 +53,12 @@ def as_loader_list(loaders: Any, what: str) -> list[Any]:
         if not isinstance(loader, Iterable):
             raise TypeError(f"{what}[{i}] must be an iterable such as a DataLoader, got {type(loader).__name__}")
     return items
+
+
+def _loader_list(loaders: Any, what: str) -> list[Any]:
+    """Evaluation loaders as a list: a dict's values (as Lightning's sequential CombinedLoader), a
+    list/tuple, or one loader."""
+    return as_loader_list(list(loaders.values()) if isinstance(loaders, dict) else loaders, what)
 
 
 def check_limit(name: str, value: Any) -> int | float:
@@ -78,6 +92,110 @@ def num_batches(loader: Any, limit: int | float, name: str) -> int | None:
         n = int(length * limit)
         return max(n, 1) if limit > 0 and length > 0 else n
     return limit if length is None else min(length, limit)
+
+
+class Batches:
+    """A :class:`~ember.utilities.CombinedLoader` as the loops read it: the batches of its
+    ``(batch, batch_idx, dataloader_idx)`` triples."""
+
+    def __init__(self, combined: CombinedLoader) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator:
+        return (batch for batch, _, _ in self.combined)
+
+    def __len__(self) -> int:
+        return len(self.combined)
+
+
+def inner_loaders(data: Any) -> list[Any]:
+    """The loaders behind the training data (a CombinedLoader's, a limited loader's), for their samplers."""
+    if isinstance(data, Batches):
+        return list(data.combined.flattened)
+    if isinstance(data, Limited):
+        return [data.loader]
+    return [data]
+
+
+def sequential_loaders(loaders: list[Any], prefix: str) -> list[Any]:
+    """``overfit_batches``: every loader reading its samples in order, as Lightning turns shuffling
+    off (with its warning) when some loader does not."""
+    if all(not isinstance(dl, DataLoader) or isinstance(dl.sampler, SequentialSampler) for dl in loaders):
+        return loaders
+    warnings.warn(
+        f"You requested to overfit but enabled {prefix} dataloader shuffling. "
+        f"We are turning off the {prefix} dataloader shuffling for you.",
+        stacklevel=4,
+    )
+    return [_in_order(dl) for dl in loaders]
+
+
+def _in_order(loader: Any) -> Any:
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return loader
+    if isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None:
+        return loader  # (a batch sampler of the user's own decides the order itself)
+    sampler = SequentialSampler(loader.dataset)
+    # DataLoader forbids setting these after construction only to keep them consistent with each
+    # other; they are replaced together, as DataLoader(..., sampler=sampler) would set them
+    new = copy.copy(loader)
+    object.__setattr__(new, "sampler", sampler)
+    object.__setattr__(new, "batch_sampler", BatchSampler(sampler, loader.batch_size, loader.drop_last))
+    return new
+
+
+def _prepared(trainer: Any, loaders: list[Any], training: bool, prefix: str, fitting: bool) -> list[Any]:
+    """Loaders in order for ``overfit_batches`` (in fit), then split over the processes."""
+    if trainer.overfit_batches and fitting:
+        loaders = sequential_loaders(loaders, prefix)
+    if trainer.use_distributed_sampler and trainer.world_size > 1:
+        loaders = [distributed_loader(dl, trainer.strategy, training) for dl in loaders]
+    return loaders
+
+
+def _limit_combined(combined: CombinedLoader, limit: int | float, name: str) -> int | None:
+    counts = [num_batches(dl, limit, name) for dl in combined.flattened]
+    combined.limits = [math.inf if c is None else c for c in counts]
+    return sized_length(combined)
+
+
+def train_data(trainer: Any, loader: Any) -> tuple[Any, int | None, int | None]:
+    """The training data of a fit as the train engine iterates it (a list/tuple/dict of loaders is
+    a ``max_size_cycle`` CombinedLoader, as in Lightning), the epoch length (None: the data decides)
+    and ``num_training_batches`` (None: unknown)."""
+    if isinstance(loader, (list, tuple, dict)):
+        loader = CombinedLoader(loader, "max_size_cycle")
+    as_loader_list(loader, "train_dataloaders")
+    limit = trainer.limits["train"]
+    if isinstance(loader, CombinedLoader):
+        if loader.mode == "sequential":  # as Lightning
+            raise ValueError(
+                'a CombinedLoader in mode="sequential" cannot be training data; use "min_size", "max_size_cycle" '
+                'or "max_size"'
+            )
+        loader.flattened = _prepared(trainer, loader.flattened, True, "train", True)
+        n = _limit_combined(loader, limit, "limit_train_batches")
+        return Batches(loader), n, n
+    loader = _prepared(trainer, [loader], True, "train", True)[0]
+    n = num_batches(loader, limit, "limit_train_batches")
+    if sized_length(loader) is None and n is not None:
+        return Limited(loader, n), None, n
+    return loader, n, n
+
+
+def eval_data(trainer: Any, loaders: Any, stage: str, fitting: bool = False) -> tuple[list[Any], list[int | None]]:
+    """An evaluation stage's loaders and the batches to use of each: a ``sequential``
+    CombinedLoader (or a list/dict of loaders) gives one loader per iterable; a CombinedLoader in
+    another mode is one loader of combined batches, as in Lightning."""
+    prefix = {"validate": "val"}.get(stage, stage)
+    name, limit = f"limit_{prefix}_batches", trainer.limits[stage]
+    if isinstance(loaders, CombinedLoader) and loaders.mode != "sequential":
+        loaders.flattened = _prepared(trainer, loaders.flattened, False, prefix, fitting)
+        return [Batches(loaders)], [_limit_combined(loaders, limit, name)]
+    if isinstance(loaders, CombinedLoader):
+        loaders = loaders.flattened
+    found = _prepared(trainer, _loader_list(loaders, f"{prefix}_dataloaders"), False, prefix, fitting)
+    return found, [num_batches(dl, limit, name) for dl in found]
 
 
 class Limited:

@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
+from ember.callbacks.prediction_writer import prepare_predict_loaders
 from ember.engine import Engine, Events, Priority
 from ember.trainer.data import EvalData, batch_transfer
 from ember.trainer.hooks import Dispatch
 from ember.trainer.views import RunningStage
+from ember.tree import tree_map
 
 HOOK_PREFIX = {"validate": "validation", "test": "test", "predict": "predict"}
 RUNNING_STAGE = {"validate": RunningStage.VALIDATING, "test": RunningStage.TESTING, "predict": RunningStage.PREDICTING}
@@ -33,6 +35,7 @@ class EvalLoop:
         self.engine = Engine(self.unattached)
         self.data: EvalData | None = None
         self.predictions: list[list[Any]] = []
+        self.keep_predictions = True  # predict(return_predictions=False) keeps none
         self.loaders: list[Any] = []  # of the running (or last) pass
         self.seen_batches: dict[int, int] = {}  # per loader, for step rows (reset per fit / per call)
         self.result_dataloaders: dict[str, frozenset[int]] = {}
@@ -61,7 +64,8 @@ class EvalLoop:
                     (batch, data.batch_idx, data.dataloader_idx) if len(data.loaders) > 1 else (batch, data.batch_idx)
                 )
                 out = step_fn(*args)
-                loop.predictions[data.dataloader_idx].append(out)
+                if loop.keep_predictions:  # on the CPU, as Lightning: device memory does not grow with the data
+                    loop.predictions[data.dataloader_idx].append(tree_map(_to_cpu, out))
                 return out
 
             self.engine.process_function = predict_process
@@ -166,6 +170,8 @@ class EvalLoop:
     def run(self, loaders: list[Any], counts: list[int | None]) -> None:
         """One pass over ``loaders`` (``counts`` batches each); hooks and logging as attached."""
         tr = self.trainer
+        if self.stage == "predict":  # prediction writers see each batch's sample indices (as Lightning)
+            loaders = prepare_predict_loaders(loaders, self.dispatch.callbacks)
         self.data = data = EvalData(loaders, counts)
         self.loaders, self.counts = list(loaders), list(counts)
         self.predictions = [[] for _ in loaders]
@@ -211,3 +217,7 @@ class EvalLoop:
                 if owners is None or i in owners:
                     d[key] = value
         return out
+
+
+def _to_cpu(value: Any) -> Any:
+    return value.cpu() if isinstance(value, torch.Tensor) else value

@@ -10,6 +10,7 @@ does not use; the optimizer step itself is :mod:`ember.trainer.stepping`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import torch
 from ember.checkpoint.rng import capture_rng_states, restore_rng_states
 from ember.engine import Events, Priority
 from ember.trainer.checkpointing import loader_generator
-from ember.trainer.data import batch_transfer
+from ember.trainer.data import batch_transfer, eval_data, find_loaders, inner_loaders, train_data, val_check_batch
 from ember.trainer.hooks import Dispatch
 from ember.trainer.preemption import Preempted
 from ember.trainer.resume import EpochData, ResumePoint, fit_state_dict, load_fit_state
@@ -41,6 +42,11 @@ class FitLoop:
         self._handles: list[Any] = []
         self._step_leftover: Any = None
         self.paused_rng: dict[str, Any] | None = None
+        # reload_dataloaders_every_n_epochs: where fit() got its loaders, and the epochs they were loaded at
+        self.sources: dict[str, Any] = {}
+        self.train_loaded_at: float | None = None
+        self.val_loaded_at: float | None = None
+        self._iteration_completed: Any = None
 
     # ------------------------------------------------------------------ attach / detach
 
@@ -69,7 +75,8 @@ class FitLoop:
         on(Events.EPOCH_STARTED, self._on_epoch_started)
         if dispatch.calls("on_train_batch_start"):
             on(Events.ITERATION_STARTED, self._on_iteration_started)
-        on(Events.ITERATION_COMPLETED, self._build_iteration_completed(dispatch))
+        self._iteration_completed = on(Events.ITERATION_COMPLETED, self._build_iteration_completed(dispatch))
+        self.train_loaded_at = self.val_loaded_at = None
         on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
         on(Events.COMPLETED, self._on_completed)
         self._handles.append(
@@ -79,8 +86,10 @@ class FitLoop:
         if transfer is not None:
             on(Events.GET_BATCH_COMPLETED, transfer)
 
-    def _on(self, event: Any, handler: Any) -> None:
-        self._handles.append(self.trainer.train_engine.add_event_handler(event, handler, priority=Priority.TRAINER))
+    def _on(self, event: Any, handler: Any) -> Any:
+        handle = self.trainer.train_engine.add_event_handler(event, handler, priority=Priority.TRAINER)
+        self._handles.append(handle)
+        return handle
 
     def detach(self) -> None:
         for h in self._handles:
@@ -135,6 +144,9 @@ class FitLoop:
         tr.state.stage = RunningStage.TRAINING
         self.dispatch.call("on_fit_start")
         self.run_sanity_check()
+        epoch = self.progress.current_epoch
+        if self.val_loaded_at is None and self.validation_epoch(epoch):  # as Lightning: loaded here, not later
+            self.val_loaded_at = epoch
         self.dispatch.call("on_train_start")
         self.progress.start_clock()
 
@@ -160,12 +172,15 @@ class FitLoop:
         consumed = resume.batches if resume is not None else 0
         progress.epoch_cut_short = progress.skip_epoch_validation = False
         progress.current_epoch = state.epoch - 1
+        if tr.reload_dataloaders_every_n_epochs and not consumed:
+            self._reload_train_data_if_due(engine)
         if not self.sized:
             state.epoch_length = None  # the data decides where each epoch ends, every epoch
         loader = self.data.loader
-        for s in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-            if hasattr(s, "set_epoch"):
-                s.set_epoch(progress.current_epoch)
+        for dl in inner_loaders(loader):
+            for s in (getattr(dl, "sampler", None), getattr(dl, "batch_sampler", None)):
+                if hasattr(s, "set_epoch"):
+                    s.set_epoch(progress.current_epoch)
         if resume is not None and not consumed:
             restore_rng_states(resume.rng)
             gen = loader_generator(loader)
@@ -181,13 +196,52 @@ class FitLoop:
         engine.set_data(self.data)
         if consumed:  # saved at the batch where the run decided to stop?
             self._stop_mid_epoch(engine)
+        elif state.epoch_length == 0 or (not self.sized and not self.data.peek()):
+            # an epoch without data: its start and end hooks run, no validation (as Lightning)
+            progress.skip_epoch_validation = True
+            engine.terminate_epoch()
+
+    def _reload_train_data_if_due(self, engine: Any) -> None:
+        """``reload_dataloaders_every_n_epochs``: ask for the training loader again when it is due
+        (the one fit() got counts as loaded at the first epoch), before ``on_train_epoch_start``."""
+        tr, epoch = self.trainer, self.progress.current_epoch
+        if self.train_loaded_at is None:
+            self.train_loaded_at = epoch
+        if epoch - self.train_loaded_at < tr.reload_dataloaders_every_n_epochs:
+            return
+        self.train_loaded_at = epoch
+        found = find_loaders("train", self.sources.get("train"), tr.datamodule, self.module)
+        self.data.loader, n, tr.num_training_batches = train_data(tr, found)
+        self.sized = n is not None
+        engine.state.epoch_length = n
+        every = val_check_batch(tr.val_check_interval, n, tr.check_val_every_n_epoch)
+        if every != tr._val_check_batch:  # the per-step handler holds it: build it again
+            tr._val_check_batch = every
+            self._iteration_completed.remove()
+            self._iteration_completed = self._on(
+                Events.ITERATION_COMPLETED, self._build_iteration_completed(self.dispatch)
+            )
+
+    def _reload_val_data_if_due(self) -> None:
+        """The validation side of ``reload_dataloaders_every_n_epochs``, at a validation run."""
+        tr, epoch = self.trainer, self.progress.current_epoch
+        if self.val_loaded_at is None:  # fit()'s loaders stand for Lightning's first load, made here
+            self.val_loaded_at = epoch
+        if epoch - self.val_loaded_at < tr.reload_dataloaders_every_n_epochs:
+            return
+        self.val_loaded_at = epoch
+        found = find_loaders("validate", self.sources.get("validate"), tr.datamodule, self.module)
+        tr._val_loaders, tr._val_counts = eval_data(tr, found, "validate", fitting=True)
 
     def _on_iteration_started(self, engine: Any) -> None:
         state = engine.state
         batch_idx = state.epoch_iteration - 1
+        answer = None
         for hook in self.dispatch.calls("on_train_batch_start"):
-            if hook(state.batch, batch_idx) == -1:
-                engine.terminate_epoch()
+            answer = hook(state.batch, batch_idx)
+        # as Lightning, only the module's -1 ends the epoch (its hook runs last)
+        if answer is not None and answer == -1 and self.dispatch.module_hook("on_train_batch_start") is not None:
+            engine.terminate_epoch()
 
     def _build_iteration_completed(self, dispatch: Dispatch) -> Any:
         tr, progress = self.trainer, self.progress
@@ -225,6 +279,7 @@ class FitLoop:
                 validated = True
             if stepped:
                 progress.batches_stepped += 1
+                progress.counted_iteration = state.iteration  # see FitProgress.batch_end_pending
             if not distributed:
                 if progress.global_step >= progress.ask_at_step:
                     loop._stop_mid_epoch(engine)
@@ -251,7 +306,10 @@ class FitLoop:
             return
         state = engine.state
         if reason == "max_steps":  # Lightning validates only when the last batch of the epoch was reached
-            progress.skip_epoch_validation = state.epoch_iteration != state.epoch_length
+            if state.epoch_length is None:  # data without a length: Lightning knows, having fetched one ahead
+                progress.skip_epoch_validation = not self.data.exhausted()
+            else:
+                progress.skip_epoch_validation = state.epoch_iteration != state.epoch_length
         progress.epoch_cut_short = True
         engine.terminate_epoch()
 
@@ -338,6 +396,8 @@ class FitLoop:
 
     def run_validation(self) -> None:
         tr = self.trainer
+        if tr.reload_dataloaders_every_n_epochs:
+            self._reload_val_data_if_due()
         if tr._val_loaders:
             with self._training_rng_kept():
                 tr._eval["validate"].run(tr._val_loaders, tr._val_counts)
@@ -367,6 +427,8 @@ class FitLoop:
         counts = [c if steps == -1 else (steps if c is None else min(c, steps)) for c in tr._val_counts]
         if not _any_batches(counts):
             return
+        epoch = self.progress.current_epoch  # as Lightning: a sanity check outside a validating epoch
+        self.val_loaded_at = epoch if self.validation_epoch(epoch) else -math.inf  # reloads at the first one
         tr.sanity_checking = True
         tr._logging.enabled = False
         try:

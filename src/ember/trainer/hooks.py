@@ -6,6 +6,10 @@ a callback hook likewise against ``Callback``. Order, as in Lightning: on every 
 run before the module, except ``on_train_epoch_end``, where the monitoring callbacks
 (``ModelCheckpoint``, ``EarlyStopping``) run after the module so that they see what it logged.
 Callbacks are ordered by ``priority`` (higher first) and then by their place in the list.
+
+With an active profiler (``Trainer(profiler=...)``) each hook is timed as Lightning names it,
+``[Callback]<state_key>.<hook>`` and ``[LightningModule]<class>.<hook>``; without one the lists hold
+the hooks themselves (nothing added per call).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.engine import priority_order
 from ember.module import Module
+from ember.profilers.base import active, profiled
 
 MONITORS = (ModelCheckpoint, EarlyStopping)
 
@@ -37,6 +42,11 @@ def overrides(obj: Any, name: str, base: type) -> bool:
     return impl is not None and impl is not getattr(base, name, None)
 
 
+def _state_key(callback: Any) -> str:
+    key = getattr(callback, "state_key", None)
+    return key if isinstance(key, str) else type(callback).__name__
+
+
 class Dispatch:
     """Hook lists for one module and its callbacks; ``calls(name)`` is cached per hook."""
 
@@ -46,6 +56,13 @@ class Dispatch:
         ordered = sorted(enumerate(callbacks), key=lambda ic: priority_order(getattr(ic[1], "priority", 0), ic[0]))
         self.callbacks = [c for _, c in ordered]
         self._cache: dict[str, tuple[Callable, ...]] = {}
+        #: the Trainer's profiler when it records something, else None
+        self.profiler = active(getattr(trainer, "profiler", None))
+
+    def action(self, kind: str, name: str) -> str:
+        """A profiled action's name, as Lightning's: ``[Strategy]SingleDeviceStrategy.backward``, ..."""
+        owner = self.trainer.strategy if kind == "Strategy" else self.module
+        return f"[{kind}]{type(owner).__name__}.{name}"
 
     def module_hook(self, name: str) -> Callable | None:
         return _hook(self.module, name, Module)
@@ -58,6 +75,10 @@ class Dispatch:
         found = [(c, _hook(c, name, Callback)) for c in self.callbacks]
         cbs = [(c, partial(hook, self.trainer, self.module)) for c, hook in found if hook is not None]
         mod = self.module_hook(name)
+        prof = self.profiler
+        if prof is not None:
+            cbs = [(c, profiled(h, f"[Callback]{_state_key(c)}.{name}", prof)) for c, h in cbs]
+            mod = profiled(mod, self.action("LightningModule", name), prof) if mod is not None else None
         mods = (mod,) if mod is not None else ()
         if name == "on_train_epoch_end":  # Lightning: monitors act on what the module logged here
             result = (

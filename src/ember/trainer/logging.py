@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ember.distributed import comms
 from ember.loggers.send import send_metrics
 from ember.module import logged_hyperparameters
 from ember.trainer.results import LoggedValue, ResultStore, is_metric_object, resolve_reduce_fx, to_float_tensors
@@ -145,9 +146,16 @@ class TrainerLogging:
             weight = ctx.batch_size() if batch_size is None else batch_size
         else:
             weight = 1
+        step_value = None
+        if sync_dist and on_step and self.sync is not None and isinstance(value, (torch.Tensor, numbers.Real)):
+            # as Lightning: the step value is reduced when it is logged, so callback_metrics, the bar
+            # and the loggers show the same reduced value on every rank (one all_reduce per call, and
+            # only for values logged with sync_dist=True; the epoch value is synced at epoch end)
+            step_value = _reduce_over_processes(value, reduce)
         store.log(
             name, value, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, weight,
             ctx.dataloader_idx if ctx.multi_dataloader and not epoch_level else None,  # epoch hooks span all
+            step_value,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- views
@@ -199,10 +207,7 @@ class TrainerLogging:
                 metrics[key] = v.last
         if not metrics or not self.enabled:
             return
-        keys = list(metrics)
-        if self.sync is not None:  # sync_dist values are reduced over the processes here, where they are written
-            metrics.update(self._synced([(k, pending[k], metrics[k], 1.0) for k in keys if pending[k].sync_dist]))
-        self.logged.update(metrics)
+        self.logged.update(metrics)  # (sync_dist step values were reduced when they were logged)
         if epoch is not None:  # as Lightning: the loggers get the epoch on every training row
             metrics["epoch"] = epoch
         send_metrics(self.loggers, metrics, step)
@@ -260,7 +265,7 @@ class TrainerLogging:
     def _synced(self, entries: list[tuple[str, LoggedValue, Any, float]]) -> dict[str, torch.Tensor]:
         """``(key, logged value, value, weight)`` entries reduced across processes with their
         ``reduce_fx`` by ``self.sync``, all in one go (one collective per kind of reduction); called
-        only at flush and epoch end, never per step. torchmetrics objects sync themselves in
+        at epoch end (step values are reduced when logged, see :meth:`log`). torchmetrics objects sync themselves in
         ``compute()`` and are left alone."""
         entries = [e for e in entries if e[1].metric is None]
         if not entries:
@@ -281,6 +286,16 @@ class TrainerLogging:
         self.callback.clear()
         self.logged.clear()
         self.progress.clear()
+
+
+def _reduce_over_processes(value: Any, reduce: str) -> torch.Tensor:
+    """``value`` (a number or a scalar tensor) reduced over all processes with ``reduce``; a mean
+    is the plain mean of the processes' values, as Lightning's step values."""
+    tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if not tensor.is_floating_point():
+        tensor = tensor.float()
+    out = comms.all_reduce(tensor, "SUM" if reduce in ("mean", "sum") else reduce.upper())
+    return out / comms.get_world_size() if reduce == "mean" else out
 
 
 def _as_tensor(value: Any) -> torch.Tensor:

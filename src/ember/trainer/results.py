@@ -179,7 +179,11 @@ class ResultStore:
         sync_dist: bool,
         batch_size: float,
         dataloader_idx: int | None = None,
+        step_value: Any = None,
     ) -> None:
+        """Record one ``self.log`` call; ``step_value`` (when given) is the value the step views show
+        instead of ``value`` (``sync_dist``: reduced over the processes; ``value`` stays this process's
+        own for the epoch reduction, which is synced once at epoch end)."""
         entry = self.values.get(name)
         if entry is None:
             entry = self.values[name] = LoggedValue(name, on_step, on_epoch, prog_bar, logger, reduce, sync_dist)
@@ -192,7 +196,7 @@ class ResultStore:
             if value is None:
                 return
         if on_step:
-            entry.last = value
+            entry.last = value if step_value is None else step_value
             entry.step_pending = True
             self.step_dirty = True
         if on_epoch and entry.metric is None:

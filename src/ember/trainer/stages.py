@@ -11,10 +11,12 @@ import torch
 
 from ember.module import Module, attach_trainer
 from ember.trainer import data as data_utils
+from ember.trainer.fit_report import report_fit_end
 from ember.trainer.hooks import Dispatch, overrides
 from ember.trainer.logging import log_hyperparams
 from ember.trainer.optimization import parse_optimizers
 from ember.trainer.preemption import Preempted
+from ember.trainer.profiling import setup_stage
 from ember.trainer.stepping import StepOptimizer
 
 
@@ -42,6 +44,8 @@ def run_stage_here(
     callbacks = _merge_callbacks(trainer, extra)
     dispatch = Dispatch(trainer, model, callbacks)
     trainer._stage_dispatch = dispatch
+    if stage == "fit":  # before setup: log_dir, and so ModelCheckpoint's dirpath, follow a resumed run
+        trainer._checkpoint.choose_run_folder(ckpt_path)
     dispatch.call("setup", stage)
     configure_model = getattr(model, "configure_model", None)
     if callable(configure_model):  # as Lightning: build (or shard) layers here, after setup
@@ -55,17 +59,26 @@ def run_stage_here(
         if stage != "fit":
             trainer.strategy.restored()
     anomaly = torch.autograd.set_detect_anomaly(True) if trainer.detect_anomaly else None
+    profiled = setup_stage(trainer, stage)  # None without a profiler (ember.trainer.profiling)
+    ok = False
     try:
         if stage == "fit":
             _fit(trainer, model, dispatch, loaders["train_dataloaders"], loaders["val_dataloaders"], checkpoint)
-            return []
-        return _evaluate(trainer, stage, model, dispatch, loaders["dataloaders"])
+            out: list[Any] = []
+        else:
+            out = _evaluate(trainer, stage, model, dispatch, loaders["dataloaders"])
+        ok = True
+        return out
     finally:
-        if anomaly is not None:
-            torch.autograd.set_detect_anomaly(False)
-        dispatch.call("teardown", stage)
-        if datamodule is not None:
-            datamodule.teardown(stage)
+        try:
+            if anomaly is not None:
+                torch.autograd.set_detect_anomaly(False)
+            dispatch.call("teardown", stage)
+            if datamodule is not None:
+                datamodule.teardown(stage)
+        finally:
+            if profiled is not None:  # as Lightning: the report once the stage is torn down
+                profiled(ok)
 
 
 def _merge_callbacks(trainer: Any, extra: Any) -> list[Any]:
@@ -77,26 +90,16 @@ def _merge_callbacks(trainer: Any, extra: Any) -> list[Any]:
 
 
 def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, checkpoint: dict[str, Any] | None) -> None:
+    trainer._fit_loop.sources = {"train": train, "validate": val}  # asked again to reload them (data.py)
     train = data_utils.find_loaders("train", train, trainer.datamodule, model)
     if train is None:
         raise ValueError(
             "trainer.fit() needs training data: pass train_dataloaders, a datamodule, or define train_dataloader()"
         )
-    if isinstance(train, (list, tuple)):
-        raise TypeError(
-            "train_dataloaders must be one iterable (a DataLoader); several training loaders are not supported"
-        )
-    data_utils.as_loader_list(train, "train_dataloaders")
-    train = _distributed_loader(trainer, train, training=True)
-    n_train = data_utils.num_batches(train, trainer.limits["train"], "limit_train_batches")
-    if n_train == 0:
+    train_data, n_train, trainer.num_training_batches = data_utils.train_data(trainer, train)
+    if trainer.num_training_batches == 0:
         warnings.warn("limit_train_batches gives 0 batches: nothing to train", stacklevel=3)
         return
-    train_data = train
-    if data_utils.sized_length(train) is None and n_train is not None:
-        train_data = data_utils.Limited(train, n_train)
-        n_train = None
-    trainer.num_training_batches = n_train
     trainer._val_check_batch = data_utils.val_check_batch(
         trainer.val_check_interval, n_train, trainer.check_val_every_n_epoch
     )
@@ -104,22 +107,18 @@ def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, che
         isinstance(model, Module) and not overrides(model, "validation_step", Module)
     )
     if validates:
-        val_loaders = data_utils.as_loader_list(
-            data_utils.find_loaders("validate", val, trainer.datamodule, model), "val_dataloaders"
-        )
+        val_loaders = data_utils.find_loaders("validate", val, trainer.datamodule, model)
     else:  # as Lightning: a loader without its step is skipped, with a warning
         if val is not None:
             warnings.warn(
                 f"val_dataloaders were given but {type(model).__name__} has no validation_step(): validation is skipped",
                 stacklevel=3,
             )
-        val_loaders = []
-    trainer._val_loaders = [_distributed_loader(trainer, v, training=False) for v in val_loaders]
-    trainer._val_counts = [
-        data_utils.num_batches(v, trainer.limits["validate"], "limit_val_batches") for v in trainer._val_loaders
-    ]
+        val_loaders = None
+    trainer._val_loaders, trainer._val_counts = data_utils.eval_data(trainer, val_loaders, "validate", fitting=True)
 
-    trainer.optimizers, trainer.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
+    automatic = getattr(model, "automatic_optimization", True) is not False
+    trainer.optimizers, trainer.lr_scheduler_configs = parse_optimizers(model.configure_optimizers(), automatic=automatic)
     if not trainer.optimizers:
         warnings.warn("configure_optimizers() returned None: training runs without an optimizer", stacklevel=3)
     trainer.step_optimizers = [StepOptimizer(o) for o in trainer.optimizers]
@@ -158,17 +157,16 @@ def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, che
         val_loop.detach()
         for lg in trainer.loggers:
             lg.finalize(status)
+        report_fit_end(trainer, status)
 
 
 def _evaluate(trainer: Any, stage: str, model: Any, dispatch: Dispatch, loaders: Any) -> list[Any]:
     found = data_utils.find_loaders(stage, loaders, trainer.datamodule, model)
-    loader_list = data_utils.as_loader_list(found, "dataloaders")
+    loader_list, counts = data_utils.eval_data(trainer, found, stage)
     if not loader_list:
         raise ValueError(
             f"trainer.{stage}() needs data: pass dataloaders, a datamodule, or define {data_utils.LOADER_METHODS[stage]}()"
         )
-    loader_list = [_distributed_loader(trainer, dl, training=False) for dl in loader_list]
-    counts = [data_utils.num_batches(dl, trainer.limits[stage], f"limit_{stage}_batches") for dl in loader_list]
     loop = trainer._eval[stage]
     trainer._logging.reset_views()
     loop.attach(model, dispatch)
@@ -203,10 +201,3 @@ def check_model(model: Any, stage: str, required: Sequence[str]) -> None:
             raise TypeError(
                 f"{type(model).__name__} cannot be used with trainer.{stage}(): it does not define {name}()"
             )
-
-
-def _distributed_loader(trainer: Any, loader: Any, training: bool) -> Any:
-    """``loader`` split over the processes (unchanged in one process or with ``use_distributed_sampler=False``)."""
-    if not trainer.use_distributed_sampler or trainer.world_size == 1:
-        return loader
-    return data_utils.distributed_loader(loader, trainer.strategy, training)

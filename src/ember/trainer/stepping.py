@@ -7,7 +7,7 @@ Automatic optimization runs Lightning's way. For each batch the process function
     optimizer.step(closure)                  (or module.optimizer_step(epoch, batch_idx, optimizer, closure))
       closure():  training_step -> [first micro-batch of an accumulation window: on_before_zero_grad,
                   optimizer_zero_grad] -> on_before_backward, backward, on_after_backward
-      then:       on_before_optimizer_step, gradient clipping (unscaled first under 16-mixed)
+      then:       [16-mixed: GradScaler.unscale_] on_before_optimizer_step, gradient clipping
       then:       the optimizer's update (GradScaler.step under 16-mixed); global_step += 1
 
 so closure optimizers such as LBFGS work, an overridden ``optimizer_step`` receives a real closure,
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ember.module import Module
+from ember.profilers.base import profiled
 from ember.runtime.clipping import clip_gradients, optimizer_parameters
 from ember.trainer.hooks import Dispatch, overrides
 from ember.trainer.optimization import LRSchedulerConfig
@@ -65,6 +66,13 @@ class Stepper:
         self.clip_params = {id(o): optimizer_parameters(o) for o in optimizers or ()}
         self.clips = bool(clip_val) or custom_clip
         self.custom_clip = custom_clip
+        #: the active profiler or None; with one, backward is timed (Lightning's action names)
+        self.profiler = dispatch.profiler
+        self.action = dispatch.action
+        if self.profiler is not None:
+            self.backward = profiled(self.backward, self.action("Strategy", "backward"), self.profiler)  # type: ignore[method-assign]
+            if getattr(module, "automatic_optimization", True) is False:  # opt.step() in training_step
+                self.step = profiled(self.step, "optimizer_step", self.profiler)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ the pieces of a step
 
@@ -91,8 +99,6 @@ class Stepper:
         for hook in self.before_step:
             hook(optimizer)
         if self.clips:
-            if self.scaler is not None:
-                self.scaler.unscale_(optimizer)  # clip the true gradients
             if self.custom_clip:
                 self.module.configure_gradient_clipping(optimizer, self.clip_val, self.clip_algorithm)
             else:
@@ -113,6 +119,9 @@ class Stepper:
                 # the scaler needs the gradients before it steps: run the closure first (as Lightning does)
                 if closure is not None:
                     closure()
+                # the hook and clipping see the true gradients, as in Lightning (scaler.step then
+                # skips its own unscale)
+                scaler.unscale_(optimizer)
                 self._before_update(optimizer)
                 out = scaler.step(optimizer, **kwargs)
                 scaler.update()
@@ -172,6 +181,7 @@ class TrainingClosure:
             stepper.custom_backward is None
             and stepper.scaler is None
             and not (stepper.before_backward or stepper.after_backward)
+            and stepper.profiler is None
         )
         self.batch: Any = None
         self.batch_idx = 0
@@ -250,10 +260,17 @@ class AutomaticOptimization:
         self.metrics = metrics  # () -> callback_metrics, for ReduceLROnPlateau
         self.custom_step = overrides(module, "optimizer_step", Module)
         self.custom_zero_grad = overrides(module, "optimizer_zero_grad", Module)
+        prof = stepper.profiler
+        if prof is not None:  # time the step and the update as Lightning names them; else nothing is wrapped
+            training_step = profiled(training_step, stepper.action("Strategy", "training_step"), prof)
+            name = stepper.action("LightningModule", "optimizer_step")
+            self._optimizer_step = profiled(self._optimizer_step, name, prof)  # type: ignore[method-assign]
         self.closure = TrainingClosure(
             stepper, training_step, optimizer, accumulate, self._module_zero_grad if self.custom_zero_grad else None
         )
-        self.plain_update = not (self.custom_step or stepper.before_step or stepper.clips or stepper.scaler is not None)
+        self.plain_update = not (
+            self.custom_step or stepper.before_step or stepper.clips or stepper.scaler is not None or prof is not None
+        )
 
     def process(self, engine: Any, batch: Any) -> Any:
         state = engine.state

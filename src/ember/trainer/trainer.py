@@ -71,6 +71,7 @@ from ember.callbacks.callback import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.engine import Engine
 from ember.loggers.base import Logger
+from ember.profilers import Profiler, resolve_profiler
 from ember.runtime import Precision, Strategy, resolve_precision, resolve_strategy
 from ember.trainer import arguments as args
 from ember.trainer.checkpointing import CheckpointConnector
@@ -128,6 +129,8 @@ class Trainer(TrainerViews):
         limit_val_batches: int | float | None = 1.0,
         limit_test_batches: int | float | None = 1.0,
         limit_predict_batches: int | float | None = 1.0,
+        overfit_batches: int | float = 0.0,
+        reload_dataloaders_every_n_epochs: int = 0,
         val_check_interval: int | float = 1.0,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int = 2,
@@ -142,7 +145,48 @@ class Trainer(TrainerViews):
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike = ".",
         detect_anomaly: bool = False,
+        profiler: Profiler | str | None = None,
     ) -> None:
+        """Checks every argument (an error names the argument, its value and what is allowed).
+
+        Args:
+            accelerator: Where to run: "cpu", "gpu"/"cuda", "mps" or "auto" (a GPU when there is one).
+            strategy: How processes share the work: "auto", "ddp", "ddp_spawn", "fsdp", or a Strategy object.
+            devices: How many devices (or which: a list of indices, "0,1") per node; "auto" uses all.
+            num_nodes: How many machines take part in a distributed run.
+            sync_batchnorm: Synchronize BatchNorm statistics across processes (distributed runs).
+            use_distributed_sampler: Split each loader's samples over the processes (distributed runs).
+            precision: Numeric precision: "32-true", "16-mixed", "bf16-mixed" or "64-true" (or 32, 16, "bf16", 64).
+            logger: True (TensorBoard if installed, else CSV, under default_root_dir), False, a Logger or a list.
+            callbacks: Callbacks to add to the default ones (progress bar, model summary, checkpointing).
+            fast_dev_run: Run n batches (True: 1) of each loop to find bugs; loggers and checkpoints are off.
+            max_epochs: Stop after this many epochs (-1: no limit; None: no limit, needs max_steps or max_time).
+            min_epochs: Train at least this many epochs, even when early stopping asks to stop.
+            max_steps: Stop after this many optimizer steps (None or -1: no step limit).
+            min_steps: Train at least this many optimizer steps, even when early stopping asks to stop.
+            max_time: Stop after this much time: "DD:HH:MM:SS", a dict of timedelta arguments or a timedelta.
+            limit_train_batches: Training batches per epoch: a fraction of the loader (float) or a count (int).
+            limit_val_batches: Validation batches per run: a fraction (float) or a count (int); 0 turns it off.
+            limit_test_batches: Test batches: a fraction of the loader (float) or a count (int).
+            limit_predict_batches: Predict batches: a fraction of the loader (float) or a count (int).
+            overfit_batches: Train (and validate) on these first batches only, in order: a fraction or a count.
+            reload_dataloaders_every_n_epochs: Ask the model/datamodule for new loaders every n epochs (0: never).
+            val_check_interval: Validate every this fraction of an epoch (float) or this many batches (int).
+            check_val_every_n_epoch: Validate every n training epochs (None: count val_check_interval across epochs).
+            num_sanity_val_steps: Validation batches run before training to catch bugs (-1: all, 0: none).
+            log_every_n_steps: Write step-level logged values every n training steps.
+            enable_checkpointing: Add a ModelCheckpoint (keeping the latest epoch) unless one is given.
+            enable_progress_bar: Show a progress bar (on a terminal; see ember.callbacks.ProgressBar).
+            enable_model_summary: Print a summary of the model's layers when fit starts.
+            accumulate_grad_batches: Accumulate gradients over this many batches per optimizer step.
+            gradient_clip_val: Clip gradients to this value (None: no clipping).
+            gradient_clip_algorithm: How to clip: "norm" (total gradient norm) or "value" (each element).
+            deterministic: Use deterministic algorithms (True), "warn" on non-deterministic ones, or False.
+            inference_mode: Evaluate under torch.inference_mode (True) or torch.no_grad (False).
+            default_root_dir: Where logs and checkpoints go when no logger or callback says otherwise.
+            detect_anomaly: Turn on autograd's anomaly detection (slow; finds the op that made a NaN).
+            profiler: Time the run's hooks and steps: "simple", "advanced", "pytorch" or a Profiler (None: off).
+        """
         self.precision = resolve_precision(precision)
         # devices/num_nodes/sync_batchnorm go to the strategy; "auto" is DDP for more than one process
         self.strategy = resolve_strategy(strategy, accelerator, devices, num_nodes, sync_batchnorm)
@@ -179,6 +223,12 @@ class Trainer(TrainerViews):
             self.limits = dict.fromkeys(self.limits, fast)
             self.val_check_interval, self.num_sanity_val_steps, self.log_every_n_steps = 1.0, 0, 1
             logger = False
+        self.overfit_batches = args.overfit_batches(overfit_batches)
+        if self.overfit_batches:  # as Lightning: these batches, in order, every epoch (the val loader's too)
+            self.limits.update(train=self.overfit_batches, validate=self.overfit_batches)
+        self.reload_dataloaders_every_n_epochs = args.int_arg(
+            "reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0
+        )
 
         self.callbacks = args.init_callbacks(callbacks, enable_progress_bar, enable_model_summary)
         if enable_checkpointing and not fast and not any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
@@ -193,6 +243,9 @@ class Trainer(TrainerViews):
         #: What ``Module.log`` calls (the run context's ``log_value``): record a value for the running
         #: stage; nothing moves to the host. Bound here, not wrapped: ``self.log`` costs no extra call.
         self.log_value = self._logging.log
+        #: Times hooks and steps when set ("simple", "advanced", "pytorch" or a Profiler; see
+        #: ember.trainer.profiling); None gives a PassThroughProfiler and nothing is timed.
+        self.profiler = resolve_profiler(profiler)
         self.precision_plugin = Precision(self.precision, self.root_device)
         self.fit_progress = FitProgress(self.max_epochs, self.min_epochs, self.max_steps, self.min_steps, self.max_time)
         self._fit_loop = FitLoop(self)
@@ -235,9 +288,11 @@ class Trainer(TrainerViews):
         """Train ``model``; validate during training when validation data is given.
 
         ``ckpt_path`` continues a run exactly where a checkpoint left it (mid-epoch too): a path,
-        ``"last"`` (the newest ``*.ckpt`` under ``default_root_dir`` or in a ModelCheckpoint's
-        ``dirpath``, which may be an fsspec URL; none found starts from scratch with a warning) or
-        ``"best"``. A checkpoint saved as its run ended trains nothing more, except that a larger
+        ``"last"`` (the newest ``*.ckpt`` where this run's checkpoints go: a ModelCheckpoint's
+        ``dirpath``, which may be an fsspec URL, or ``<log_dir>/checkpoints``; none found starts from
+        scratch with a warning) or ``"best"``. A checkpoint from a logger's ``version_K`` folder (or
+        ``"last"``) continues that folder: logs, checkpoints and top-k tracking go on there, and rows
+        logged after the checkpoint are dropped (see ``CheckpointConnector.choose_run_folder``). A checkpoint saved as its run ended trains nothing more, except that a larger
         ``max_epochs``/``max_steps`` extends a run that reached its limit (one stopped by
         ``max_time`` continues with a new time budget; one that EarlyStopping ended stays ended).
         """
@@ -250,9 +305,9 @@ class Trainer(TrainerViews):
         self,
         model: Any = None,
         dataloaders: Any = None,
-        datamodule: Any = None,
-        verbose: bool = True,
         ckpt_path: Any = None,
+        verbose: bool = True,
+        datamodule: Any = None,
     ) -> list[dict[str, float]]:
         """One pass over the validation data; returns one dict of logged metrics per dataloader.
         ``ckpt_path`` (a path, ``"best"`` or ``"last"``) loads those weights first."""
@@ -262,26 +317,35 @@ class Trainer(TrainerViews):
         self,
         model: Any = None,
         dataloaders: Any = None,
-        datamodule: Any = None,
-        verbose: bool = True,
         ckpt_path: Any = None,
+        verbose: bool = True,
+        datamodule: Any = None,
     ) -> list[dict[str, float]]:
         """One pass over the test data; returns one dict of logged metrics per dataloader.
         ``ckpt_path`` (a path, ``"best"`` or ``"last"``) loads those weights first."""
         return self._run_eval("test", model, dataloaders, datamodule, verbose, ckpt_path)
 
     def predict(
-        self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, ckpt_path: Any = None
-    ) -> list[Any]:
-        """Returns ``predict_step`` outputs: a list per batch, or a list of such lists for several loaders."""
+        self,
+        model: Any = None,
+        dataloaders: Any = None,
+        datamodule: Any = None,
+        return_predictions: bool | None = None,
+        ckpt_path: Any = None,
+    ) -> list[Any] | None:
+        """Returns ``predict_step`` outputs: a list per batch, or a list of such lists for several loaders
+        (None with ``return_predictions=False``; the parameters are Lightning's, in its order)."""
         model = model_for(self, model, "predict")
         check_model(model, "predict", ())
         if not callable(getattr(model, "predict_step", None)):  # ember.Module has a default; a plain nn.Module may not
             raise TypeError(
                 f"{type(model).__name__} cannot be used with trainer.predict(): it does not define predict_step()"
             )
+        self._eval["predict"].keep_predictions = return_predictions is not False
         loaders = self._run_stage("predict", model, datamodule, ckpt_path, dataloaders=dataloaders)
         preds = self._eval["predict"].predictions
+        if return_predictions is False:
+            return None
         return preds[0] if len(loaders) == 1 else preds
 
     def _run_eval(

@@ -16,6 +16,7 @@ from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.progress import ProgressBar
 from ember.engine import Engine
+from ember.trainer.data import Batches, Limited
 
 
 class TrainerFn(str, Enum):  # noqa: UP042 (str() as Lightning's: "TrainerFn.X", and == "x")
@@ -195,9 +196,15 @@ class TrainerViews:
 
     @property
     def train_dataloader(self) -> Any:
-        """The training loader of the running (or last) fit."""
+        """The training loader of the running (or last) fit, as Lightning: the loader (with the
+        distributed sampler if one was put in), or a CombinedLoader's loaders (its ``iterables``)."""
         data = self._fit_loop.data
-        return data.loader if data is not None else None
+        if data is None:
+            return None
+        loader = data.loader
+        if isinstance(loader, Batches):
+            return loader.combined.iterables
+        return loader.loader if isinstance(loader, Limited) else loader
 
     @property
     def val_dataloaders(self) -> Any:
@@ -258,6 +265,12 @@ class TrainerViews:
     @property
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
         return [c for c in self._active_callbacks() if isinstance(c, ModelCheckpoint)]
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """The checkpoint file the running (or last) ``fit``/``validate``/``test``/``predict`` loaded
+        (its ``ckpt_path``, ``"last"``/``"best"`` resolved), or None (Lightning's ``trainer.ckpt_path``)."""
+        return self._checkpoint.loaded_path
 
     @property
     def checkpoint_callback(self) -> ModelCheckpoint | None:

@@ -121,3 +121,32 @@ def test_hooks_assigned_on_the_instance_are_called(tmp_path):
         quiet_fit(fw.trainer(tmp_path / fw.name, max_epochs=2), module, data(16))
         calls[fw.name] = seen
     assert calls["ember"] == calls["lightning"] == ["epoch start", "epoch start"]
+
+
+@pytest.mark.parametrize("returns_from", ["module", "callback"])
+def test_minus_one_from_on_train_batch_start(tmp_path, returns_from):
+    """The module's -1 ends the epoch; a callback's answer is ignored (Lightning reads only the module's)."""
+    steps: dict[str, list[int]] = {}
+    for fw in BOTH:
+        seen: list[int] = []
+
+        def answer(trainer: Any, batch_idx: int) -> Any:
+            return -1 if trainer.current_epoch == 1 and batch_idx == 1 else None
+
+        class Skipper(fw.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                return answer(trainer, batch_idx) if returns_from == "callback" else None
+
+        class Model(regression_module(fw)):
+            def on_train_batch_start(self, batch, batch_idx):
+                return answer(self.trainer, batch_idx) if returns_from == "module" else None
+
+            def training_step(self, batch, batch_idx):
+                seen.append(batch_idx)
+                return super().training_step(batch, batch_idx)
+
+        trainer = fw.trainer(tmp_path / fw.name / returns_from, max_epochs=3, callbacks=[Skipper()])
+        quiet_fit(trainer, Model(), data(32))
+        steps[fw.name] = seen + [trainer.global_step]
+    assert steps["ember"] == steps["lightning"]
+    assert len(steps["lightning"]) - 1 == (9 if returns_from == "module" else 12)
