@@ -106,7 +106,9 @@ def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, che
     validates = callable(getattr(model, "validation_step", None)) and not (
         isinstance(model, Module) and not overrides(model, "validation_step", Module)
     )
-    if validates:
+    if validates and trainer.limits["validate"] == 0:  # as Lightning: val_dataloader() is not even asked for
+        val_loaders = None
+    elif validates:
         val_loaders = data_utils.find_loaders("validate", val, trainer.datamodule, model)
     else:  # as Lightning: a loader without its step is skipped, with a warning
         if val is not None:

@@ -447,3 +447,15 @@ def test_trainer_train_dataloader_is_what_the_user_gave(tmp_path, kind):
         return type(got).__name__, type(got.dataset).__name__
 
     assert scenario(EMBER) == scenario(LIGHTNING)
+
+
+@pytest.mark.parametrize("reload", [0, 1])
+def test_limit_val_batches_zero_never_asks_for_val_dataloader(tmp_path, reload):
+    def scenario(fw):
+        hooks = {"train_dataloader": lambda: ids(8, 4), "val_dataloader": lambda: ids(4, 2, start=100)}
+        log, trainer = run_fit(
+            fw, tmp_path, loaders=hooks, max_epochs=2, limit_val_batches=0, reload_dataloaders_every_n_epochs=reload
+        )
+        return loader_calls(log), [e[0] for e in log if e[0] != "train"], trainer.global_step
+
+    assert scenario(EMBER) == scenario(LIGHTNING)
