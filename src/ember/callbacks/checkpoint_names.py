@@ -3,15 +3,19 @@ template such as ``"{epoch}-{val_loss:.3f}"`` filled with the logged metrics (``
 with ``auto_insert_metric_name``), an optional ``-vN`` version, then the file extension.
 
 :func:`name_pattern` turns a template back into a regular expression: what a restored path must
-match before Ember deletes or overwrites it (see :mod:`ember.checkpoint.topk`).
+match before Ember deletes or overwrites it (see :mod:`ember.checkpoint.topk`); :func:`local_dirpath`
+is the folder they go in.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import torch
+
+from ember.checkpoint import io as ckpt_io
 
 #: one ``{name}`` or ``{name:format}`` group of a template
 GROUP = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
@@ -19,6 +23,14 @@ GROUP = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 #: a metric formatted as :func:`fill` does (``3``, ``-1.000``, ``1e-05``, ``nan``, ``-inf``,
 #: ``12,345``, ``50.0%``, padded)
 _NUMBER = "[-+ 0-9.,_%eEnaifNAIF]+"
+
+
+def local_dirpath(dirpath: str | os.PathLike | None) -> str | None:
+    """As Lightning: a local ``dirpath`` with ``~`` expanded, made absolute (symlinks resolved); a URL as is."""
+    if dirpath is None:
+        return None
+    path = os.fspath(dirpath)
+    return path if ckpt_io.is_url(path) else os.path.realpath(os.path.expanduser(path))
 
 
 def fill(template: str, metrics: dict[str, Any], insert_names: bool, equals: str = "=") -> str:

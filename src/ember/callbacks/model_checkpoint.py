@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
-from ember.callbacks.checkpoint_names import fill, name_pattern
+from ember.callbacks.checkpoint_names import fill, local_dirpath, name_pattern
+from ember.callbacks.checkpoint_schedule import (
+    check_triggers,
+    missing_monitor_message,
+    saves_at_train_epoch_end,
+    validation_follows,
+)
 from ember.checkpoint import io as ckpt_io
 from ember.checkpoint.monitor import check_mode
 from ember.checkpoint.topk import TopK, foreign_reason
@@ -33,26 +39,16 @@ from ember.engine.events import Priority
 from ember.io.atomic import remove_stale_temporaries
 
 
-def _positive_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r} must be a non-negative integer or None")
-    return value
-
-
-def _local_path(dirpath: str | os.PathLike | None) -> str | None:
-    """As Lightning: a local ``dirpath`` with ``~`` expanded, made absolute (symlinks resolved); a URL as is."""
-    if dirpath is None:
-        return None
-    path = os.fspath(dirpath)
-    return path if ckpt_io.is_url(path) else os.path.realpath(os.path.expanduser(path))
-
-
 class ModelCheckpoint(Callback):
     """Save a checkpoint every ``every_n_epochs`` epochs (default 1), every ``every_n_train_steps``
     optimizer steps, or every ``train_time_interval`` (one of the three); keep the ``save_top_k``
     best by ``monitor`` (the latest ones without a monitor).
+
+    As Lightning 2.6, a step- or time-triggered save waits for the end of the next validation when
+    ``monitor`` is not logged yet (a metric only validation logs), or, under automatic
+    optimization, when it falls on an epoch's last batch and that epoch's validation follows (the
+    logged value is about to be replaced). A ``monitor`` missing at a save is a warning while no
+    validation has run in this fit (no top-k file is written), an error after.
 
     ``save_last=True`` also writes ``last.ckpt`` at each of those saves, and at the end of training
     if none was written; ``save_on_exception=True`` writes a checkpoint named by ``filename`` when
@@ -104,7 +100,7 @@ class ModelCheckpoint(Callback):
         if monitor is None and save_top_k not in (-1, 0, 1):
             raise ValueError(f"save_top_k={save_top_k} needs a monitor to rank checkpoints; without one use -1, 0 or 1")
         self.topk = TopK(save_top_k, mode if monitor is not None else "max")
-        self.dirpath = _local_path(dirpath)
+        self.dirpath = local_dirpath(dirpath)
         self.filename = filename[: -len(".ckpt")] if filename.endswith(".ckpt") else filename
         self.monitor = monitor
         self.mode = mode
@@ -114,17 +110,9 @@ class ModelCheckpoint(Callback):
         self.save_on_exception = save_on_exception
         self.save_weights_only = save_weights_only
         self.auto_insert_metric_name = auto_insert_metric_name
-        self.every_n_train_steps = _positive_or_none("every_n_train_steps", every_n_train_steps)
-        self.every_n_epochs = _positive_or_none("every_n_epochs", every_n_epochs)
-        self.train_time_interval = self._seconds(train_time_interval)
-        triggers = (self.every_n_train_steps, self.every_n_epochs, self.train_time_interval)
-        if sum(1 for t in triggers if t) > 1:  # (a 0 turns a trigger off)
-            raise ValueError(
-                f"ModelCheckpoint(every_n_train_steps={every_n_train_steps!r}, every_n_epochs={every_n_epochs!r}, "
-                f"train_time_interval={train_time_interval!r}): choose one of them, they are mutually exclusive"
-            )
-        if all(t is None for t in triggers):
-            self.every_n_epochs = 1
+        self.every_n_train_steps, self.every_n_epochs, self.train_time_interval = check_triggers(
+            every_n_train_steps, every_n_epochs, train_time_interval
+        )
         self.save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = bool(enable_version_counter)
         self.best_model_path = ""
@@ -132,9 +120,11 @@ class ModelCheckpoint(Callback):
         self.last_model_path = ""
         self.kth_best_model_path = ""
         self.current_score: torch.Tensor | None = None
-        self._last_step_saved = -1
+        self._last_step_saved = 0  # the global step of the last file written (none at step 0, as Lightning)
         self._last_checkpoint_saved = ""  # any file this callback wrote (Lightning: last.ckpt at train end if none)
         self._last_time = time.monotonic()
+        self._deferred = False  # a step/time save waits for the end of the next validation
+        self._validated = False  # a validation ran in this fit: a missing monitor is an error from now on
         self._stale: list[str] = []  # restored files a stopped run was about to delete (see on_train_start)
         self._bind_topk()
 
@@ -157,15 +147,6 @@ class ModelCheckpoint(Callback):
             self.CHECKPOINT_EQUALS_CHAR,
         )  # fmt: skip
 
-    @staticmethod
-    def _seconds(interval: Any) -> float | None:
-        if interval is None:
-            return None
-        seconds = interval.total_seconds() if hasattr(interval, "total_seconds") else interval
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-            raise ValueError(f"train_time_interval={interval!r} must be a positive timedelta or number of seconds")
-        return float(seconds)
-
     @property
     def state_key(self) -> str:
         """The key of this callback's state in a checkpoint's ``callbacks`` (its monitor and mode)."""
@@ -183,12 +164,15 @@ class ModelCheckpoint(Callback):
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.log_dir, "checkpoints")
         self._bind_topk()
-        self._last_time = time.monotonic()
-        if stage == "fit" and trainer.is_global_zero:
-            remove_stale_temporaries(self.dirpath)
+        if stage == "fit":
+            self._deferred = self._validated = False
+            if trainer.is_global_zero:
+                remove_stale_temporaries(self.dirpath)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Delete the files a resumed run was about to delete when it stopped (never the one resumed from)."""
+        """Start the ``train_time_interval`` clock; delete the files a resumed run was about to delete
+        when it stopped (never the one resumed from)."""
+        self._last_time = time.monotonic()
         self._protect_resumed(trainer)
         stale, self._stale = self._stale, []
         if trainer.is_global_zero:
@@ -197,13 +181,27 @@ class ModelCheckpoint(Callback):
                     ckpt_io.remove(old)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Save every ``every_n_train_steps`` optimizer steps or ``train_time_interval``."""
-        step = trainer.global_step
-        due = self.every_n_train_steps and step and step % self.every_n_train_steps == 0 and step != self._last_step_saved
-        if not due and self.train_time_interval is not None:
-            due = time.monotonic() - self._last_time >= self.train_time_interval
+        """Save every ``every_n_train_steps`` optimizer steps or ``train_time_interval`` (or, see the
+        class docstring, at the end of the next validation)."""
+        every = self.every_n_train_steps
+        due = bool(every) and trainer.global_step % every == 0  # (step 0 too, as Lightning: it may defer)
+        if self.train_time_interval is not None:
+            now = time.monotonic()
+            if now - self._last_time >= self.train_time_interval:
+                self._last_time, due = now, True  # as Lightning: the clock restarts when due, saved or deferred
         if due:
-            self._save(trainer)
+            self._save_or_defer(trainer, pl_module, batch_idx)
+
+    def _save_or_defer(self, trainer: Any, pl_module: Any, batch_idx: int) -> None:
+        """A step/time-triggered save, in Lightning's order (under manual optimization it checks
+        for a save at this step first and has no last-batch rule)."""
+        manual = getattr(pl_module, "automatic_optimization", True) is False
+        if self.monitor is not None and not (manual and self._saved_at_this_step(trainer)):
+            stale = not manual and validation_follows(trainer, batch_idx, self.save_on_train_epoch_end)
+            if stale or self.monitor not in self._metrics(trainer):
+                self._deferred = True
+                return
+        self._save(trainer)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Save every ``every_n_epochs`` epochs when there is no validation to wait for."""
@@ -211,10 +209,15 @@ class ModelCheckpoint(Callback):
             self._save(trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        """Save every ``every_n_epochs`` epochs after the validation that logged the monitored metric."""
-        if trainer.sanity_checking or not trainer.fitting or self._save_at_epoch_end(trainer):
+        """Save every ``every_n_epochs`` epochs after the validation that logged the monitored metric,
+        or make the step/time-triggered save that waited for it."""
+        if trainer.sanity_checking or not trainer.fitting:
             return
-        if self._epoch_due(trainer):
+        self._validated = True
+        if self._save_at_epoch_end(trainer) or self._saved_at_this_step(trainer):
+            return  # (a deferred save keeps waiting, as Lightning)
+        if self._deferred or self._epoch_due(trainer):
+            self._deferred = False
             self._save(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -247,13 +250,11 @@ class ModelCheckpoint(Callback):
                 print(f"ModelCheckpoint: {type(exception).__name__} raised; saved {path}")
 
     def _save_at_epoch_end(self, trainer: Any) -> bool:
-        if self.save_on_train_epoch_end is not None:
-            return self.save_on_train_epoch_end
-        # as Lightning: after validation when it runs several times an epoch or not every epoch
-        if trainer.check_val_every_n_epoch != 1:
-            return False
-        no_validation = all(count == 0 for count in trainer.num_val_batches)  # (None: a loader of unknown length)
-        return no_validation or trainer.val_check_interval == 1.0
+        return saves_at_train_epoch_end(trainer, self.save_on_train_epoch_end)
+
+    def _saved_at_this_step(self, trainer: Any) -> bool:
+        """As Lightning: no scheduled save at step 0, a second one at the same step, or in a fast_dev_run."""
+        return bool(trainer.fast_dev_run) or trainer.global_step in (0, self._last_step_saved)
 
     def _epoch_due(self, trainer: Any) -> bool:
         return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -290,19 +291,15 @@ class ModelCheckpoint(Callback):
 
     def _save(self, trainer: Any) -> None:
         """A scheduled save: the top-k file if the score earns one, and ``last.ckpt``."""
-        if trainer.fast_dev_run:  # as Lightning: a fast_dev_run writes no checkpoint
-            return
-        step = trainer.global_step
-        if step == self._last_step_saved:
+        if self._saved_at_this_step(trainer):  # (a fast_dev_run writes no checkpoint, as Lightning documents)
             return
         metrics = self._metrics(trainer)
         score = self._score(metrics)
-        self._last_step_saved = step
-        self._last_time = time.monotonic()
-        top = self.topk.accepts(score) if trainer.is_global_zero else False
+        top = score is not None and self.topk.accepts(score) if trainer.is_global_zero else False
         if getattr(trainer.strategy, "collective_state_dict", False):  # FSDP: all ranks gather the weights
             top = trainer.strategy.broadcast(top)
         if top or self.save_last:
+            self._last_step_saved = trainer.global_step  # (only a written file counts, as Lightning)
             self._write(trainer, metrics, score if top else None, None)
         self._share(trainer)
 
@@ -326,16 +323,20 @@ class ModelCheckpoint(Callback):
         metrics["step"] = trainer.global_step
         return metrics
 
-    def _score(self, metrics: dict[str, Any]) -> float:
+    def _score(self, metrics: dict[str, Any]) -> float | None:
         """The value that ranks this checkpoint: the monitored one (NaN counts as the worst possible,
-        as Lightning), or the step without a monitor (the latest is best)."""
+        as Lightning), or the step without a monitor (the latest is best). None: no top-k file, as
+        ``save_top_k=0`` or a monitor not logged before any validation ran (a warning; an error after)."""
+        if self.topk.k == 0:
+            return None
         if self.monitor is None:
             return float(metrics["step"])
         if self.monitor not in metrics:
-            raise ValueError(
-                f"ModelCheckpoint(monitor={self.monitor!r}) found no such logged metric; logged metrics are: "
-                f"{sorted(k for k in metrics if k not in ('epoch', 'step'))}"
-            )
+            message = missing_monitor_message(self.monitor, metrics)
+            if self._validated:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+            return None
         score = float(metrics[self.monitor])
         return (math.inf if self.mode == "min" else -math.inf) if math.isnan(score) else score
 
@@ -415,12 +416,14 @@ class ModelCheckpoint(Callback):
             mine = {
                 "saved": dict(self.topk.saved),
                 "paths": (self.best_model_path, self.kth_best_model_path, self.last_model_path, self._last_checkpoint_saved),
+                "step": self._last_step_saved,  # every rank skips (or makes) the same saves
                 "scores": tuple(None if t is None else float(t) for t in (self.best_model_score, self.current_score)),
             }
         got = trainer.strategy.broadcast(mine)
         if not trainer.is_global_zero:
             self.topk.saved = dict(got["saved"])
             self.best_model_path, self.kth_best_model_path, self.last_model_path, self._last_checkpoint_saved = got["paths"]
+            self._last_step_saved = got["step"]
             self.best_model_score, self.current_score = (None if f is None else torch.tensor(f) for f in got["scores"])
 
     # ------------------------------------------------------------------ state
@@ -436,6 +439,8 @@ class ModelCheckpoint(Callback):
             "last_model_path": self.last_model_path,
             "kth_best_model_path": self.kth_best_model_path,
             "last_step_saved": self._last_step_saved,
+            "deferred": self._deferred,  # (Lightning forgets a deferred save on resume; an exact resume keeps it)
+            "validated": self._validated,
             "dropping": list(self.topk.dropping),  # out of the top k, deleted once the new file is in place
         }
 
@@ -457,8 +462,9 @@ class ModelCheckpoint(Callback):
         last = self._own_path(state.get("last_model_path", ""), "last_model_path", last=True)
         self.last_model_path = last
         self.kth_best_model_path = self._own_path(state.get("kth_best_model_path", ""), "kth_best_model_path")
-        step = state.get("last_step_saved", -1)
-        self._last_step_saved = step if isinstance(step, int) and not isinstance(step, bool) else -1
+        step = state.get("last_step_saved", 0)
+        self._last_step_saved = step if isinstance(step, int) and not isinstance(step, bool) else 0
+        self._deferred, self._validated = (state.get(key) is True for key in ("deferred", "validated"))
         dropping = state.get("dropping", [])
         # the run stopped before it deleted them: on_train_start does, once it knows the resumed file
         self._stale = [old for old in (dropping if isinstance(dropping, list) else [dropping]) if self._own_path(old, "dropping")]

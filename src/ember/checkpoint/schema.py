@@ -231,6 +231,7 @@ def _model_checkpoint_state(state: Any, where: str) -> None:
         "best_model_path": path, "last_model_path": path, "kth_best_model_path": path,
         "best_model_score": lambda v, w: _number(v, w, none=True),
         "last_step_saved": lambda v, w: _int(v, w, -1),
+        "deferred": lambda v, w: _of(v, bool, w, "a bool"), "validated": lambda v, w: _of(v, bool, w, "a bool"),
         "dropping": lambda v, w: _each_item(v, w, path),
     }  # fmt: skip
     _fields(_str_keys(state, where), where, spec)

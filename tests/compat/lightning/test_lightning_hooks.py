@@ -141,12 +141,12 @@ def test_minus_one_from_on_train_batch_start(tmp_path, returns_from):
             def on_train_batch_start(self, batch, batch_idx):
                 return answer(self.trainer, batch_idx) if returns_from == "module" else None
 
-            def training_step(self, batch, batch_idx):
+            def training_step(self, batch, batch_idx, seen=seen):
                 seen.append(batch_idx)
                 return super().training_step(batch, batch_idx)
 
         trainer = fw.trainer(tmp_path / fw.name / returns_from, max_epochs=3, callbacks=[Skipper()])
         quiet_fit(trainer, Model(), data(32))
-        steps[fw.name] = seen + [trainer.global_step]
+        steps[fw.name] = [*seen, trainer.global_step]
     assert steps["ember"] == steps["lightning"]
     assert len(steps["lightning"]) - 1 == (9 if returns_from == "module" else 12)
