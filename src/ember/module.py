@@ -256,8 +256,8 @@ class Module(nn.Module):
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         """Compute the loss for ``(batch, batch_idx)``. Return it, a dict with it under ``"loss"`` (other keys reach
-        ``on_train_batch_end``), or None to skip the batch (no backward, no step). Runs under autocast for mixed
-        precision; with ``automatic_optimization = False``, step ``self.optimizers()`` here yourself."""
+        ``on_train_batch_end``), or None to skip its backward (the window's step still runs and counts). Under mixed
+        precision, autocast; with ``automatic_optimization = False``, step ``self.optimizers()`` here yourself."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_step(batch, batch_idx) to be fit")
 
     def validation_step(self, *args: Any, **kwargs: Any) -> Any:

@@ -12,8 +12,10 @@ Automatic optimization runs Lightning's way. For each batch the process function
 
 so closure optimizers such as LBFGS work, an overridden ``optimizer_step`` receives a real closure,
 and gradients are still populated in ``on_train_batch_end``. Micro-batches that do not end an
-accumulation window run the closure alone. A ``training_step`` returning None skips its batch: no
-backward, no optimizer update, no step counted.
+accumulation window run the closure alone. A ``training_step`` returning None skips its backward
+(as in Lightning, the zero_grad of a window's first micro-batch still runs, and so does the step that
+ends a window: it applies the gradients accumulated so far, or none, and is counted; under 16-mixed
+the scaler does not step).
 """
 
 from __future__ import annotations
@@ -30,11 +32,6 @@ from ember.runtime.clipping import clip_gradients, optimizer_parameters
 from ember.trainer.hooks import Dispatch, overrides
 from ember.trainer.optimization import LRSchedulerConfig
 from ember.trainer.progress import FitProgress
-
-
-class SkipStep(Exception):
-    """Raised by the training closure when ``training_step`` returned None: the step is skipped."""
-
 
 NOT_RUN = object()
 
@@ -114,26 +111,26 @@ class Stepper:
     def step(self, optimizer: Any, closure: Any = None, **kwargs: Any) -> Any:
         """Step ``optimizer`` (the raw one), running ``closure`` first when given; counts the step."""
         scaler = self.scaler
-        try:
-            if scaler is not None:
-                # the scaler needs the gradients before it steps: run the closure first (as Lightning does)
-                if closure is not None:
-                    closure()
-                # the hook and clipping see the true gradients, as in Lightning (scaler.step then
-                # skips its own unscale)
+        if scaler is not None:
+            # the scaler needs the gradients before it steps: run the closure first (as Lightning does)
+            result = closure() if closure is not None else None
+            # automatic optimization whose training_step returned None: hooks, no update (as Lightning)
+            skipped = result is None and isinstance(closure, TrainingClosure)
+            if not skipped:  # the hook and clipping see the true gradients (scaler.step won't unscale again)
                 scaler.unscale_(optimizer)
-                self._before_update(optimizer)
+            self._before_update(optimizer)
+            if skipped:
+                out = None
+            else:
                 out = scaler.step(optimizer, **kwargs)
                 scaler.update()
-            elif closure is None:
-                self._before_update(optimizer)
-                out = optimizer.step(**kwargs)
-            else:
-                if self.before_step or self.clips:
-                    closure = _UpdateAfterClosure(self, optimizer, closure)
-                out = optimizer.step(closure=closure, **kwargs)
-        except SkipStep:
-            return None
+        elif closure is None:
+            self._before_update(optimizer)
+            out = optimizer.step(**kwargs)
+        else:
+            if self.before_step or self.clips:
+                closure = _UpdateAfterClosure(self, optimizer, closure)
+            out = optimizer.step(closure=closure, **kwargs)
         self.progress.global_step += 1
         return out
 
@@ -187,14 +184,13 @@ class TrainingClosure:
         self.batch_idx = 0
         self.output: Any = NOT_RUN
 
-    def __call__(self) -> torch.Tensor:
+    def __call__(self) -> torch.Tensor | None:
         out = self.training_step(self.batch, self.batch_idx)
         extra = None
         if type(out) is torch.Tensor:
             loss = out
         elif out is None:
-            self.output = {}  # what on_train_batch_end receives for a skipped batch, as in Lightning
-            raise SkipStep
+            loss = None
         elif isinstance(out, Mapping):
             extra = out
             loss = out.get("loss")
@@ -206,7 +202,7 @@ class TrainingClosure:
             raise TypeError(
                 f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(out).__name__}"
             )
-        if self.accumulate != 1:
+        if self.accumulate != 1 and loss is not None:
             loss = loss / self.accumulate
         if self.progress.micro == 0:  # the first micro-batch of an accumulation window
             if self.plain_zero_grad:
@@ -215,6 +211,9 @@ class TrainingClosure:
                 self.custom_zero_grad(self.batch_idx)
             else:
                 self.stepper.zero_grad(self.optimizer)
+        if loss is None:  # skipped: no backward; what on_train_batch_end receives, as in Lightning
+            self.output = {}
+            return None
         if self.plain_backward:
             loss.backward()
         else:
@@ -280,10 +279,7 @@ class AutomaticOptimization:
         if progress.micro + 1 < self.accumulate and batch_idx + 1 != state.epoch_length:
             self._accumulate()
         elif self.plain_update:
-            try:
-                self.optimizer.step(closure)
-            except SkipStep:
-                return closure.output
+            self.optimizer.step(closure)
             progress.global_step += 1
             progress.micro = 0
             for cfg in self.step_schedulers:
@@ -294,27 +290,20 @@ class AutomaticOptimization:
         return closure.output
 
     def step_leftover(self, batch_idx: int) -> None:
-        self.closure.output = True  # not a skipped batch: the gradients are there
         self._optimizer_step(batch_idx, _gradients_ready)
 
     def _accumulate(self) -> None:
-        try:
-            if self.no_sync is None:
+        if self.no_sync is None:
+            self.closure()
+        else:
+            with self.no_sync():
                 self.closure()
-            else:
-                with self.no_sync():
-                    self.closure()
-        except SkipStep:
-            return
-        self.stepper.progress.micro += 1
+        self.stepper.progress.micro += 1  # a skipped micro-batch counts too: windows are Lightning's
 
     def _optimizer_step(self, batch_idx: int, step_closure: Any) -> None:
         progress, closure, module = self.stepper.progress, self.closure, self.module
         if self.custom_step:
-            try:
-                module.optimizer_step(progress.current_epoch, batch_idx, self.module_optimizer, step_closure)
-            except SkipStep:  # the module ran the closure itself and training_step returned None
-                return
+            module.optimizer_step(progress.current_epoch, batch_idx, self.module_optimizer, step_closure)
             if step_closure is closure and not closure.ran():
                 raise RuntimeError(
                     f"{type(module).__name__}.optimizer_step() did not run optimizer_closure: call "
@@ -322,8 +311,6 @@ class AutomaticOptimization:
                 )
         else:
             self.stepper.step(self.optimizer, step_closure)
-        if not closure.output:  # training_step returned None ({}): nothing was stepped
-            return
         progress.micro = 0
         for cfg in self.step_schedulers:
             if progress.global_step % cfg.frequency == 0:

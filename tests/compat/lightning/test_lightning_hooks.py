@@ -150,3 +150,49 @@ def test_minus_one_from_on_train_batch_start(tmp_path, returns_from):
         steps[fw.name] = [*seen, trainer.global_step]
     assert steps["ember"] == steps["lightning"]
     assert len(steps["lightning"]) - 1 == (9 if returns_from == "module" else 12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(accumulate_grad_batches=2), dict(accumulate_grad_batches=3), dict(gradient_clip_val=0.5),
+     dict(accumulate_grad_batches=2, gradient_clip_val=0.5), dict(override_step=True)],
+    ids=str,
+)  # fmt: skip
+def test_training_step_returning_none(tmp_path, options):
+    """Skipped batches (``training_step`` returns None): the steps counted, the weights after each
+    batch, the outputs, and when zero_grad / on_before_optimizer_step run."""
+    options = dict(options)
+    override_step = options.pop("override_step", False)
+    runs = {}
+    for fw in BOTH:
+        seen: list = []
+
+        class Probe(fw.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, seen=seen):
+                weight = round(float(pl_module.layer.weight.sum()), 5)
+                seen.append(("end", batch_idx, trainer.global_step, weight, sorted(outputs)))
+
+            def on_before_zero_grad(self, trainer, pl_module, optimizer, seen=seen):
+                seen.append(("zero_grad", trainer.global_step))
+
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer, seen=seen):
+                seen.append(("before_step", trainer.global_step))
+
+        class Model(regression_module(fw)):
+            def training_step(self, batch, batch_idx):
+                loss = super().training_step(batch, batch_idx)
+                return None if batch_idx in (1, 4) else loss
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+            if override_step:
+
+                def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+                    optimizer.step(closure=optimizer_closure)
+
+        torch.manual_seed(0)
+        trainer = fw.trainer(tmp_path / fw.name, max_epochs=2, callbacks=[Probe()], **options)
+        quiet_fit(trainer, Model(), data(48))
+        runs[fw.name] = (seen, trainer.global_step)
+    assert runs["ember"] == runs["lightning"]
