@@ -43,12 +43,12 @@ def fit(tmp_path, model, monitor, epochs=2, every=1, n=24):
 
 def test_step_interval_logs_the_rate_each_batch_used_at_its_step(tmp_path):
     logger = fit(tmp_path, Scheduled("step"), LearningRateMonitor("step"), epochs=1)
-    assert series(logger, "lr-SGD") == [(1, 1.0), (2, 0.5), (3, 0.25)]
+    assert series(logger, "lr-SGD") == [(0, 1.0), (1, 0.5), (2, 0.25)]  # at its loss's step, as Lightning
 
 
 def test_log_every_n_steps_applies(tmp_path):
     logger = fit(tmp_path, Scheduled("step"), LearningRateMonitor("step"), epochs=2, every=2)
-    assert series(logger, "lr-SGD") == [(2, 0.5), (4, 0.125), (6, 0.03125)]
+    assert series(logger, "lr-SGD") == [(1, 0.5), (3, 0.125), (5, 0.03125)]
 
 
 def test_epoch_interval_logs_at_each_epoch_start(tmp_path):
@@ -58,7 +58,7 @@ def test_epoch_interval_logs_at_each_epoch_start(tmp_path):
 
 def test_none_follows_each_schedulers_interval(tmp_path):
     step_logger = fit(tmp_path / "a", Scheduled("step"), LearningRateMonitor(), epochs=1)
-    assert [s for s, _ in series(step_logger, "lr-SGD")] == [1, 2, 3]
+    assert [s for s, _ in series(step_logger, "lr-SGD")] == [0, 1, 2]
     epoch_logger = fit(tmp_path / "b", Scheduled("epoch"), LearningRateMonitor(), epochs=2)
     assert series(epoch_logger, "lr-SGD") == [(0, 1.0), (3, 0.5)]
 

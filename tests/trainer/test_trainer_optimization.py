@@ -172,9 +172,23 @@ def test_configure_gradient_clipping_override(tmp_path):
             calls.append((gradient_clip_val, gradient_clip_algorithm))
             self.clip_gradients(optimizer, 0.25, "norm")
 
+    model = Custom()  # the Trainer does not clip: the override decides
+    quiet_trainer(tmp_path, max_epochs=1).fit(model, loader(32, batch_size=8))
+    assert calls == [(None, "norm")] * 4
+    assert max(model.opt.norms) <= 0.25 + 1e-5
+    # as Lightning: a value other than the Trainer's is an error (use one of them)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, gradient_clip_val=3.0)
+    with pytest.raises(ValueError, match=r"gradient_clip_val=3\.0.*clip_gradients\(gradient_clip_val=0\.25\)"):
+        trainer.fit(Custom(), loader(32, batch_size=8))
+
+
+def test_clip_gradients_takes_the_trainers_value_when_given_none(tmp_path):
+    class Custom(ClipModel):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            self.clip_gradients(optimizer)
+
     model = Custom()
-    quiet_trainer(tmp_path, max_epochs=1, gradient_clip_val=3.0).fit(model, loader(32, batch_size=8))
-    assert calls == [(3.0, "norm")] * 4
+    quiet_trainer(tmp_path, max_epochs=1, gradient_clip_val=0.25).fit(model, loader(32, batch_size=8))
     assert max(model.opt.norms) <= 0.25 + 1e-5
 
 
@@ -483,7 +497,8 @@ def test_manual_optimization_runs_the_step_hooks(tmp_path):
             calls.append("before_zero_grad")
 
     quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(Hooks(), loader(16))
-    assert calls == ["before_zero_grad", "before_backward", "after_backward", "before_step"]
+    # as Lightning: on_before_zero_grad belongs to automatic optimization, not to opt.zero_grad() calls
+    assert calls == ["before_backward", "after_backward", "before_step"]
 
 
 def test_manual_optimization_with_two_optimizers(tmp_path):
@@ -646,3 +661,42 @@ def test_manual_optimization_leaves_schedulers_to_the_module(tmp_path):
     trainer.fit(ManualSched(), loader(16))
     # stepped by the module after epochs 1 and 3 only, never by the Trainer (as in Lightning)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+
+
+def test_optimizers_are_instances_of_their_class_and_act_on_the_real_optimizer():
+    from ember.trainer.stepping import StepOptimizer
+
+    param = nn.Parameter(torch.ones(2))
+    adam = torch.optim.Adam([param], lr=0.1)
+    wrapped = StepOptimizer(adam)
+    assert isinstance(wrapped, torch.optim.Adam) and type(wrapped).__name__ == "StepAdam"
+    assert wrapped.param_groups is adam.param_groups and wrapped.state is adam.state
+    wrapped.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 0.5})
+    wrapped.load_state_dict(wrapped.state_dict())
+    assert len(adam.param_groups) == 2 and wrapped.param_groups is adam.param_groups
+    with pytest.raises(RuntimeError, match=r"only while trainer\.fit"):
+        wrapped.step()
+
+
+def test_toggle_optimizer_keeps_flags_set_before(tmp_path):
+    seen = []
+
+    class Toggling(LinearModel):
+        automatic_optimization = False
+
+        def __init__(self):
+            super().__init__()
+            self.other = nn.Linear(3, 1)
+            self.other.bias.requires_grad = False  # set by the user: kept through toggling
+
+        def training_step(self, batch, batch_idx):
+            _, opt_b = self.optimizers()
+            with self.toggled_optimizer(opt_b):
+                seen.append((self.layer.weight.requires_grad, self.other.weight.requires_grad, self.other.bias.requires_grad))
+            seen.append((self.layer.weight.requires_grad, self.other.weight.requires_grad, self.other.bias.requires_grad))
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.layer.parameters(), lr=0.1), torch.optim.SGD(self.other.parameters(), lr=0.1)]
+
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1).fit(Toggling(), loader(16))
+    assert seen == [(False, True, False), (True, True, False)]

@@ -41,6 +41,7 @@ class FitLoop:
         self.stepper: Stepper | None = None
         self._handles: list[Any] = []
         self._step_leftover: Any = None
+        self._automatic: Any = None  # the AutomaticOptimization of this fit (None: manual optimization)
         self.paused_rng: dict[str, Any] | None = None
         # reload_dataloaders_every_n_epochs: where fit() got its loaders, and the epochs they were loaded at
         self.sources: dict[str, Any] = {}
@@ -76,6 +77,9 @@ class FitLoop:
         if dispatch.calls("on_train_batch_start"):
             on(Events.ITERATION_STARTED, self._on_iteration_started)
         self._iteration_completed = on(Events.ITERATION_COMPLETED, self._build_iteration_completed(dispatch))
+        if self._automatic is not None and self._automatic.plateau_step_schedulers:  # after the batch's validation
+            after = self._automatic.after_batch
+            self._handles.append(engine.add_event_handler(Events.ITERATION_COMPLETED, after, priority=Priority.TRAINER - 1))
         self.train_loaded_at = self.val_loaded_at = None
         on(Events.EPOCH_COMPLETED, self._on_epoch_completed)
         on(Events.COMPLETED, self._on_completed)
@@ -106,7 +110,7 @@ class FitLoop:
         def manual_process(engine: Any, batch: Any) -> Any:
             return manual_outputs(step(batch, engine.state.epoch_iteration - 1))
 
-        self._step_leftover = None
+        self._step_leftover = self._automatic = None
         return manual_process
 
     def _automatic_process(self, module: Any) -> Any:
@@ -125,9 +129,10 @@ class FitLoop:
             # not end in an optimizer step. Only when the epoch length is known: otherwise the last
             # micro-steps of an epoch could not be told apart and would step with unsynchronised grads.
             tr.strategy.no_sync() if accumulate > 1 and self.sized else None,
-            [c for c in tr.lr_scheduler_configs if c.interval == "step"],
+            tr.lr_scheduler_configs,
             lambda: tr.callback_metrics,
         )
+        self._automatic = automatic
         self._step_leftover = automatic.step_leftover
         return automatic.process
 
@@ -242,6 +247,8 @@ class FitLoop:
         # as Lightning, only the module's -1 ends the epoch (its hook runs last)
         if answer is not None and answer == -1 and self.dispatch.module_hook("on_train_batch_start") is not None:
             engine.terminate_epoch()
+            if self._automatic is not None:  # as Lightning: the epoch's last batch, its schedulers step
+                self._automatic.step_epoch_schedulers()
 
     def _build_iteration_completed(self, dispatch: Dispatch) -> Any:
         tr, progress = self.trainer, self.progress
@@ -318,8 +325,13 @@ class FitLoop:
         state = engine.state
         if progress.micro and not progress.epoch_cut_short and self._step_leftover is not None:
             self._step_leftover(state.epoch_iteration - 1)  # leftover micro-batches of an epoch of unknown length
+        automatic = self._automatic  # its schedulers step where Lightning's do (see AutomaticOptimization)
+        if automatic is not None and not self.sized and not progress.epoch_cut_short:
+            automatic.step_epoch_schedulers()  # a sized epoch's last batch stepped them
         if self.validation_due_at_epoch_end(state):
             self.run_validation()
+        if automatic is not None and automatic.plateau_step_schedulers and state.epoch_iteration == state.epoch_length:
+            automatic.step_plateau_schedulers(state.epoch_iteration - 1)  # the last batch's, after its validation
         logging = tr._logging
         ctx = logging.ctx
         ctx.epoch_level = True
@@ -327,7 +339,8 @@ class FitLoop:
         self.dispatch.call("on_train_epoch_end")
         # as Lightning: epoch rows at the step of the epoch's last batch (one before the count)
         logging.finish_epoch(ctx.store, progress.batches_stepped - 1, epoch=progress.current_epoch)
-        self._step_epoch_schedulers(state.epoch)
+        if not progress.epoch_cut_short:
+            self._step_epoch_schedulers(state.epoch)
         progress.in_epoch_end = False
         logging.save_loggers()
         progress.current_epoch = state.epoch
@@ -366,11 +379,12 @@ class FitLoop:
         progress.ask_now()
 
     def _step_epoch_schedulers(self, epoch: int) -> None:
+        """After on_train_epoch_end: the "epoch" ReduceLROnPlateau schedulers (see AutomaticOptimization)."""
         if getattr(self.module, "automatic_optimization", True) is False:
             return  # as in Lightning: under manual optimization the module steps its schedulers itself
         tr = self.trainer
         for cfg in tr.lr_scheduler_configs:
-            if cfg.interval == "epoch" and epoch % cfg.frequency == 0:
+            if cfg.reduce_on_plateau and cfg.interval == "epoch" and epoch % cfg.frequency == 0:
                 step_scheduler(cfg, self.module, tr.callback_metrics)
 
     # ------------------------------------------------------------------ validation inside fit

@@ -67,6 +67,11 @@ def _scheduler_config(obj: Any, where: str, automatic: bool) -> LRSchedulerConfi
         cfg = LRSchedulerConfig(scheduler=obj)
     if not hasattr(cfg.scheduler, "step"):
         raise TypeError(f"{where}: {cfg.scheduler!r} is not a learning-rate scheduler (it has no step())")
+    if not (callable(getattr(cfg.scheduler, "state_dict", None)) and callable(getattr(cfg.scheduler, "load_state_dict", None))):
+        raise TypeError(  # as Lightning: checkpoints save and restore every scheduler
+            f"{where}: the lr scheduler {type(cfg.scheduler).__name__} is invalid: it needs `state_dict` and "
+            "`load_state_dict` methods (checkpoints save and restore it)"
+        )
     if cfg.interval not in ("epoch", "step"):
         raise ValueError(f"{where}: interval={cfg.interval!r}; choose 'epoch' or 'step'")
     if isinstance(cfg.frequency, bool) or not isinstance(cfg.frequency, int) or cfg.frequency < 1:

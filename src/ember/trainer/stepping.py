@@ -34,6 +34,7 @@ from ember.trainer.optimization import LRSchedulerConfig
 from ember.trainer.progress import FitProgress
 
 NOT_RUN = object()
+NO_METRICS: Mapping[str, Any] = {}  # what schedulers other than ReduceLROnPlateau are stepped with
 
 
 class Stepper:
@@ -248,14 +249,21 @@ class AutomaticOptimization:
         module_optimizer: Any,
         accumulate: int,
         no_sync: Any,
-        step_schedulers: list[LRSchedulerConfig],
+        schedulers: list[LRSchedulerConfig],
         metrics: Any,
     ) -> None:
         self.stepper, self.module, self.optimizer = stepper, module, optimizer
         self.module_optimizer = module_optimizer  # what an overridden optimizer_step receives
         self.accumulate = accumulate
         self.no_sync = no_sync  # DDP: the context that skips the gradient all-reduce, or None
-        self.step_schedulers = step_schedulers
+        # Lightning's places: "step" schedulers after each batch that stepped (every `frequency` batches of
+        # the epoch), "epoch" ones after the epoch's last batch, before its validation and
+        # on_train_epoch_end; ReduceLROnPlateau ones after the metrics they watch (step_plateau_schedulers,
+        # and the fit loop after on_train_epoch_end)
+        self.step_schedulers = [c for c in schedulers if c.interval == "step" and not c.reduce_on_plateau]
+        self.epoch_schedulers = [c for c in schedulers if c.interval == "epoch" and not c.reduce_on_plateau]
+        self.plateau_step_schedulers = [c for c in schedulers if c.interval == "step" and c.reduce_on_plateau]
+        self.stepped_epoch = -1  # the epoch whose "epoch" schedulers have stepped
         self.metrics = metrics  # () -> callback_metrics, for ReduceLROnPlateau
         self.custom_step = overrides(module, "optimizer_step", Module)
         self.custom_zero_grad = overrides(module, "optimizer_zero_grad", Module)
@@ -283,11 +291,40 @@ class AutomaticOptimization:
             progress.global_step += 1
             progress.micro = 0
             for cfg in self.step_schedulers:
-                if progress.global_step % cfg.frequency == 0:
-                    step_scheduler(cfg, self.module, self.metrics())
+                if (batch_idx + 1) % cfg.frequency == 0:
+                    step_scheduler(cfg, self.module, NO_METRICS)
         else:
             self._optimizer_step(batch_idx, closure)
+        if self.epoch_schedulers and batch_idx + 1 == state.epoch_length:
+            self.step_epoch_schedulers()
         return closure.output
+
+    def step_epoch_schedulers(self) -> None:
+        """Step the "epoch" schedulers (not ReduceLROnPlateau) once per epoch, after its last training
+        batch (the fit loop calls it at the epoch's end when the length of the epoch was not known)."""
+        epoch = self.stepper.progress.current_epoch
+        if self.stepped_epoch == epoch:
+            return
+        self.stepped_epoch = epoch
+        for cfg in self.epoch_schedulers:
+            if (epoch + 1) % cfg.frequency == 0:
+                step_scheduler(cfg, self.module, NO_METRICS)
+
+    def after_batch(self, engine: Any) -> None:
+        """ITERATION_COMPLETED, after the fit loop's handler: the "step" ReduceLROnPlateau schedulers, after
+        a validation this batch ran; the epoch's last batch validates at the epoch's end, which steps them."""
+        state = engine.state
+        if state.epoch_iteration != state.epoch_length:
+            self.step_plateau_schedulers(state.epoch_iteration - 1)
+
+    def step_plateau_schedulers(self, batch_idx: int) -> None:
+        """Step the "step" ReduceLROnPlateau schedulers after a batch that stepped the optimizer, once
+        its validation (if any) has run: the fit loop calls it after each batch when there are any."""
+        if self.stepper.progress.micro:
+            return
+        for cfg in self.plateau_step_schedulers:
+            if (batch_idx + 1) % cfg.frequency == 0:
+                step_scheduler(cfg, self.module, self.metrics())
 
     def step_leftover(self, batch_idx: int) -> None:
         self._optimizer_step(batch_idx, _gradients_ready)
@@ -313,8 +350,8 @@ class AutomaticOptimization:
             self.stepper.step(self.optimizer, step_closure)
         progress.micro = 0
         for cfg in self.step_schedulers:
-            if progress.global_step % cfg.frequency == 0:
-                step_scheduler(cfg, module, self.metrics())
+            if (batch_idx + 1) % cfg.frequency == 0:
+                step_scheduler(cfg, module, NO_METRICS)
 
     def _module_zero_grad(self, batch_idx: int) -> None:
         for hook in self.stepper.before_zero:
@@ -355,7 +392,14 @@ class NoOptimizer:
 class StepOptimizer:
     """An optimizer as the module sees it (``self.optimizers()``, an overridden ``optimizer_step``):
     ``step()`` goes through the Trainer's step path (hooks, scaler, counting); everything else is
-    the optimizer's own."""
+    the optimizer's own. As Lightning's ``LightningOptimizer``, it is an instance of the optimizer's
+    class (``isinstance(opt, torch.optim.Adam)`` holds): ``StepOptimizer(adam)`` makes a
+    ``StepAdam``, whose other methods run on the wrapped optimizer."""
+
+    def __new__(cls, optimizer: Any = None, stepper: Stepper | None = None) -> Any:
+        if cls is StepOptimizer and optimizer is not None:
+            cls = _step_class(type(optimizer))
+        return object.__new__(cls)
 
     def __init__(self, optimizer: Any, stepper: Stepper | None = None) -> None:
         self.optimizer = optimizer
@@ -367,16 +411,48 @@ class StepOptimizer:
         return self.stepper.step(self.optimizer, closure, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        if self.stepper is None:
-            self.optimizer.zero_grad(set_to_none=set_to_none)
-        else:
-            self.stepper.zero_grad(self.optimizer, set_to_none)
+        # the optimizer's own: as in Lightning, on_before_zero_grad belongs to automatic optimization's
+        # closure, not to a zero_grad the module calls itself
+        self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.optimizer, name)
 
     def __repr__(self) -> str:
         return f"StepOptimizer({self.optimizer!r})"
+
+
+_STEP_CLASSES: dict[type, type] = {}
+
+
+def _forward(name: str) -> Any:
+    def method(self: StepOptimizer, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.optimizer, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def _step_class(optimizer_class: type) -> type:
+    """``StepOptimizer`` and ``optimizer_class`` in one class (made once per optimizer class), whose
+    methods and properties other than ``StepOptimizer``'s run on the wrapped optimizer."""
+    made = _STEP_CLASSES.get(optimizer_class)
+    if made is not None:
+        return made
+    namespace: dict[str, Any] = {"__module__": __name__}
+    for name in dir(optimizer_class):
+        if name in vars(StepOptimizer):
+            continue
+        attr = getattr(optimizer_class, name, None)
+        if isinstance(attr, property):
+            namespace[name] = property(lambda self, n=name: getattr(self.optimizer, n))
+        elif callable(attr) and not name.startswith("__"):
+            namespace[name] = _forward(name)
+    try:
+        made = type(f"Step{optimizer_class.__name__}", (StepOptimizer, optimizer_class), namespace)
+    except TypeError:  # a class that cannot be a base (final, or a layout conflict): the plain wrapper
+        made = type("StepOptimizer", (StepOptimizer,), {})
+    return _STEP_CLASSES.setdefault(optimizer_class, made)
 
 
 def step_scheduler(cfg: LRSchedulerConfig, module: Any, metrics: Mapping[str, Any]) -> None:
@@ -387,9 +463,16 @@ def step_scheduler(cfg: LRSchedulerConfig, module: Any, metrics: Mapping[str, An
         if cfg.monitor not in metrics:
             if cfg.strict:
                 raise ValueError(
-                    f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged; logged: {sorted(metrics)}"
+                    f"ReduceLROnPlateau conditioned on metric {cfg.monitor!r} which is not available. Available "
+                    f"metrics are: {sorted(metrics)}. Log it before the scheduler steps, or set 'strict': False "
+                    "in the lr_scheduler dict to skip the step (with a warning) while it is missing"
                 )
-            warnings.warn(f"ReduceLROnPlateau: {cfg.monitor!r} not logged; scheduler not stepped", stacklevel=2)
+            warnings.warn(
+                f"ReduceLROnPlateau conditioned on metric {cfg.monitor!r} which is not available but strict is set "
+                "to `False`. Skipping learning rate update.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return
         metric = metrics[cfg.monitor]
     if overrides(module, "lr_scheduler_step", Module):
