@@ -78,6 +78,9 @@ class RunContext(Protocol):
         sync_dist: bool,
         batch_size: int | None,
         add_dataloader_idx: bool,
+        enable_graph: bool = False,
+        sync_dist_group: Any = None,
+        rank_zero_only: bool = False,
     ) -> None: ...
     @property
     def callback_metrics(self) -> Mapping[str, torch.Tensor]: ...

@@ -21,7 +21,7 @@ from torch import nn
 
 from ember.context import RunContext
 from ember.hyperparameters import AttributeDict, init_arguments, plain_hyperparameters
-from ember.runtime.clipping import check_clip_algorithm, clip_gradients, optimizer_parameters
+from ember.manual_optimization import ManualOptimization
 from ember.runtime.precision import apply_to_tensors
 
 
@@ -48,8 +48,9 @@ def attach_trainer(model: Any, trainer: Any) -> None:
         object.__setattr__(model, "_trainer", trainer)
 
 
-class Module(nn.Module):
-    """Base class for Ember models (Lightning's ``LightningModule`` names and semantics).
+class Module(ManualOptimization, nn.Module):
+    """Base class for Ember models (Lightning's ``LightningModule`` names and semantics). The manual-optimization
+    helpers (``optimizers()``, ``toggle_optimizer``, ``clip_gradients``, ...) come from :mod:`ember.manual_optimization`.
 
     Example::
 
@@ -200,52 +201,39 @@ class Module(nn.Module):
     # ----------------------------------------------------------------- logging
 
     def log(
-        self,
-        name: str,
-        value: Any,
-        prog_bar: bool = False,
-        logger: bool = True,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        sync_dist: bool = False,
-        batch_size: int | None = None,
-        add_dataloader_idx: bool = True,
-    ) -> None:
-        """Record a scalar (tensor, number or torchmetrics ``Metric``) under ``name``.
+        self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None, on_step: bool | None = None,
+        on_epoch: bool | None = None, reduce_fx: Any = "mean", enable_graph: bool = False, sync_dist: bool = False,
+        sync_dist_group: Any = None, add_dataloader_idx: bool = True, batch_size: int | None = None,
+        metric_attribute: str | None = None, rank_zero_only: bool = False,
+    ) -> None:  # fmt: skip
+        """Record a scalar (number, one-element tensor or torchmetrics ``Metric``) under ``name``; Lightning's signature.
 
-        ``on_step``/``on_epoch`` default by stage, as in Lightning: training steps log per step,
-        validation/test and epoch-end hooks per epoch. Epoch values are reduced with ``reduce_fx``
-        ('mean' weighted by ``batch_size``, inferred from the batch when not given). Nothing is moved
-        to the host here.
+        ``on_step``/``on_epoch`` default by hook, as in Lightning: steps and batch hooks of training log per step,
+        evaluation and epoch hooks per epoch (setup, on_fit_start, on_*_end, ... refuse). Epoch values are reduced with
+        ``reduce_fx`` ('mean' weighted by ``batch_size``, inferred from the batch). Nothing moves to the host here;
+        ``enable_graph`` and ``metric_attribute`` are accepted for Lightning code (stored values never hold a graph).
         """
         trainer = self._trainer
         if trainer is None:
-            warnings.warn(
-                f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2
-            )
+            warnings.warn(f"self.log({name!r}) ignored: {type(self).__name__} is not attached to a Trainer", stacklevel=2)
             return
         trainer.log_value(
-            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx
-        )
+            name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx,
+            enable_graph, sync_dist_group, rank_zero_only,
+        )  # fmt: skip
 
     def log_dict(
-        self,
-        dictionary: Mapping[str, Any],
-        prog_bar: bool = False,
-        logger: bool = True,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        sync_dist: bool = False,
-        batch_size: int | None = None,
-        add_dataloader_idx: bool = True,
-    ) -> None:
-        """:meth:`log` every item of ``dictionary``."""
+        self, dictionary: Mapping[str, Any], prog_bar: bool = False, logger: bool | None = None,
+        on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean", enable_graph: bool = False,
+        sync_dist: bool = False, sync_dist_group: Any = None, add_dataloader_idx: bool = True,
+        batch_size: int | None = None, rank_zero_only: bool = False,
+    ) -> None:  # fmt: skip
+        """:meth:`log` every item of ``dictionary`` (a dict or a torchmetrics ``MetricCollection``)."""
         for name, value in dictionary.items():
             self.log(
-                name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist, batch_size, add_dataloader_idx
-            )
+                name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, sync_dist_group,
+                add_dataloader_idx, batch_size, None, rank_zero_only,
+            )  # fmt: skip
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` only on the process of global rank zero."""
@@ -290,22 +278,6 @@ class Module(nn.Module):
 
     # ----------------------------------------------------------------- optimization
 
-    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
-        """The optimizer (or list of them) from ``configure_optimizers``, for manual optimization."""
-        opts = self.trainer.step_optimizers if use_pl_optimizer else self.trainer.optimizers
-        return opts[0] if len(opts) == 1 else opts
-
-    def lr_schedulers(self) -> Any:
-        """The scheduler (or list of them) from ``configure_optimizers``; None when there are none."""
-        scheds = [c.scheduler for c in self.trainer.lr_scheduler_configs]
-        if not scheds:
-            return None
-        return scheds[0] if len(scheds) == 1 else scheds
-
-    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Backward under manual optimization: applies the precision's loss scaling."""
-        self.trainer.manual_backward(loss, *args, **kwargs)
-
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Run backward on ``loss`` (already scaled under 16-mixed); called by the step and ``manual_backward``."""
         loss.backward(*args, **kwargs)
@@ -330,13 +302,6 @@ class Module(nn.Module):
     ) -> None:
         """Clip after ``on_before_optimizer_step`` (unscaled under 16-mixed), with the Trainer's clipping arguments."""
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def clip_gradients(
-        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        """Clip the gradients of the optimizer's parameters by norm (default) or value."""
-        algorithm = check_clip_algorithm(gradient_clip_algorithm or "norm")
-        clip_gradients(optimizer_parameters(optimizer), gradient_clip_val, algorithm)
 
     # ----------------------------------------------------------------- data hooks
 

@@ -24,6 +24,7 @@ from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.engine import priority_order
 from ember.module import Module
 from ember.profilers.base import active, profiled
+from ember.trainer.logging import guard_hook
 
 MONITORS = (ModelCheckpoint, EarlyStopping)
 
@@ -88,6 +89,9 @@ class Dispatch:
             )
         else:
             result = tuple(h for _, h in cbs) + mods
+        logging = getattr(self.trainer, "_logging", None)
+        if logging is not None:  # self.log refuses or logs per epoch in some hooks (Lightning's table)
+            result = tuple(guard_hook(logging.ctx, name, fn) for fn in result)
         self._cache[name] = result
         return result
 

@@ -7,7 +7,10 @@ or hook level changes — never per call, never by inspecting frames.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -19,14 +22,36 @@ from ember.trainer.results import LoggedValue, ResultStore, is_metric_object, re
 
 STAGES = ("train", "sanity_check", "validate", "test", "predict")
 
+# Lightning's table of where ``self.log`` may be called (its ``_FxValidator``): hooks that refuse it,
+# and hooks that log once per epoch (on_step must stay False, on_epoch True). Every other hook that
+# runs inside a loop (the steps, the batch hooks, the backward and optimizer hooks) takes any level.
+REFUSING_HOOKS = frozenset(
+    {
+        "setup", "teardown", "configure_model", "on_fit_start", "on_fit_end", "on_sanity_check_start",
+        "on_sanity_check_end", "on_train_end", "on_validation_end", "on_test_end", "on_predict_start",
+        "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end", "on_predict_batch_start",
+        "on_predict_batch_end", "on_exception", "on_save_checkpoint", "on_load_checkpoint",
+    }
+)  # fmt: skip
+EPOCH_LEVEL_HOOKS = frozenset(
+    {
+        "on_train_start", "on_validation_start", "on_test_start", "on_train_epoch_start", "on_train_epoch_end",
+        "on_validation_epoch_start", "on_validation_epoch_end", "on_test_epoch_start", "on_test_epoch_end",
+    }
+)  # fmt: skip
+
 
 class LogContext:
     """Which stage and hook level is running, for ``self.log`` defaults and validation."""
 
-    __slots__ = ("_bs", "_bs_batch", "dataloader_idx", "engine", "epoch_level", "multi_dataloader", "stage", "store")
+    __slots__ = (
+        "_bs", "_bs_batch", "dataloader_idx", "engine", "epoch_level", "hook", "multi_dataloader", "stage", "store",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.stage: str | None = None
+        #: the refusing or epoch-level hook running, if any (set by :func:`guard_hook`; None in per-step hooks)
+        self.hook: str | None = None
         self.store: ResultStore | None = None
         self.epoch_level = False
         self.dataloader_idx = 0
@@ -42,17 +67,6 @@ class LogContext:
             self._bs_batch = batch
             self._bs = _infer_batch_size(batch)
         return self._bs
-
-
-def _infer_batch_size(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    if isinstance(batch, dict):
-        for v in batch.values():
-            return _infer_batch_size(v)
-    if isinstance(batch, (list, tuple)) and batch:
-        return _infer_batch_size(batch[0])
-    return 1
 
 
 class TrainerLogging:
@@ -85,6 +99,7 @@ class TrainerLogging:
         ctx = self.ctx
         saved = (ctx.stage, ctx.store, ctx.epoch_level, ctx.dataloader_idx, ctx.multi_dataloader, ctx.engine)
         ctx.stage, ctx.store, ctx.engine = stage, self.store_for(stage), engine
+        ctx.store.reset()  # a fresh store per run: what on_*_start logs is kept for the epoch (as Lightning)
         ctx.epoch_level, ctx.dataloader_idx, ctx.multi_dataloader = True, 0, multi_dataloader
         return saved
 
@@ -106,42 +121,65 @@ class TrainerLogging:
         sync_dist: bool,
         batch_size: int | None,
         add_dataloader_idx: bool,
+        enable_graph: bool = False,
+        sync_dist_group: Any = None,
+        rank_zero_only: bool = False,
     ) -> None:
+        """``Module.log`` (its arguments are documented there): check, apply the running hook's
+        defaults (Lightning's table, see ``REFUSING_HOOKS``) and record in the running stage's store."""
         ctx = self.ctx
         store = ctx.store
-        if store is None:
-            raise RuntimeError(f"self.log({name!r}) was called outside fit/validate/test/predict")
+        hook = ctx.hook
+        if store is None or (hook is not None and hook in REFUSING_HOOKS):
+            raise RuntimeError(_refused(name, hook))
         if ctx.stage == "predict":
-            raise RuntimeError(f"self.log({name!r}) is not supported while predicting")
+            raise RuntimeError(f"You can't `self.log({name!r})` while predicting: prediction hooks do not log")
         if type(name) is not str or not name:
             raise TypeError(f"self.log: name must be a non-empty string, got {name!r}")
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"self.log({name!r}): value must be a scalar, got a tensor of shape {tuple(value.shape)}"
-                )
-            if value.requires_grad:
-                value = value.detach()
-        elif not (isinstance(value, numbers.Real) or is_metric_object(value)):
-            raise TypeError(
-                f"self.log({name!r}): value must be a number, a scalar tensor or a torchmetrics Metric, "
-                f"got {type(value).__name__}"
+        if add_dataloader_idx and "/dataloader_idx_" in name:
+            raise ValueError(
+                f"self.log({name!r}): the name must not hold '/dataloader_idx_' when add_dataloader_idx=True "
+                "(the Trainer adds it with several loaders)"
+            )
+        if (
+            type(value) is torch.Tensor and value.requires_grad and not value.is_leaf
+            and value.dtype in _STORED_DTYPES and value.numel() == 1
+        ):  # fmt: skip
+            value = value.detach()  # the usual loss: checked here, one call less per step (check_value says why)
+        else:
+            value = check_value(name, value)
+        if logger is None:
+            logger = True
+        elif logger and not self.loggers:
+            warnings.warn(f"self.log({name!r}, ..., logger=True) was called but the Trainer has no logger", stacklevel=3)
+        if rank_zero_only:  # as Lightning: such a value is never reduced over the processes
+            sync_dist = False
+        elif sync_dist and sync_dist_group is not None and self.sync is not None:
+            raise NotImplementedError(
+                f"self.log({name!r}, sync_dist_group={sync_dist_group!r}): Ember reduces logged values over all "
+                "processes; leave sync_dist_group=None"
             )
         training = ctx.stage == "train"
         epoch_level = ctx.epoch_level
-        if on_step is None:
-            on_step = training and not epoch_level
-        elif on_step and epoch_level:
-            raise ValueError(
-                f"self.log({name!r}, on_step=True) is not allowed in an epoch-level hook; log it with on_epoch=True"
-            )
-        if on_epoch is None:
-            on_epoch = not training or epoch_level
-        if not (on_step or on_epoch):
-            raise ValueError(f"self.log({name!r}): on_step and on_epoch are both False, so it would never be recorded")
+        if epoch_level:  # Lightning's table: epoch hooks take on_step=False and on_epoch=True only
+            if on_step or on_epoch is False:
+                raise ValueError(_level_refused(name, hook, "on_step=True" if on_step else "on_epoch=False"))
+            on_step, on_epoch = False, True
+        else:
+            if on_step is None:
+                on_step = training
+            if on_epoch is None:
+                on_epoch = not training
+            if not (on_step or on_epoch):
+                raise ValueError(
+                    f"self.log({name!r}, on_step=False, on_epoch=False) would record nothing; set one of them to True"
+                )
         reduce = resolve_reduce_fx(reduce_fx)
         if ctx.multi_dataloader and add_dataloader_idx and not epoch_level:  # epoch hooks span all loaders
-            name = f"{name}/dataloader_idx_{ctx.dataloader_idx}"
+            suffix = f"/dataloader_idx_{ctx.dataloader_idx}"
+            name += suffix
+        else:
+            suffix = ""
         if on_epoch and reduce == "mean":
             weight = ctx.batch_size() if batch_size is None else batch_size
         else:
@@ -156,6 +194,8 @@ class TrainerLogging:
             name, value, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, weight,
             ctx.dataloader_idx if ctx.multi_dataloader and not epoch_level else None,  # epoch hooks span all
             step_value,
+            name if hook is None else (hook, name),  # as Lightning: one series per (hook, name), the later shown
+            suffix,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- views
@@ -167,7 +207,7 @@ class TrainerLogging:
             for v in store.values.values():
                 if v.on_step and v.last is not None:
                     value = _as_tensor(v.last)
-                    out[v.name + "_step" if v.on_epoch else v.name] = value
+                    out[v.step_key] = value
                     if not v.on_epoch:
                         out[v.name] = value
             if self.ctx.store is store and self.ctx.epoch_level:
@@ -182,7 +222,7 @@ class TrainerLogging:
         for store in self.stores.values():
             for v in store.values.values():
                 if v.prog_bar and v.on_step and v.last is not None:
-                    live.append((v.name + "_step" if v.on_epoch else v.name, v.last))
+                    live.append((v.step_key, v.last))
         if live:
             floats = to_float_tensors([val for _, val in live])
             for (key, _), f in zip(live, floats):
@@ -236,24 +276,24 @@ class TrainerLogging:
         floats = to_float_tensors(values) if values else []  # one transfer for everything
         for (key, _), f in zip(bar_steps, floats[len(keys) :]):
             self.progress[key] = f
+        if store.stage == "train":  # as Lightning: evaluation step values leave callback_metrics at its end;
+            # logged_metrics holds the last step values, written or not; an epoch value of the same name wins
+            self.logged.update({key: v.last for key, v in steps.items() if v.logger})
+            for key, v in steps.items():
+                self.callback[key] = _as_tensor(v.last)
+                if not v.on_epoch:
+                    self.callback[v.name] = self.callback[key]
         result: dict[str, float] = {}
         to_log: dict[str, float] = {}
         for key, f, tensor, (v, _) in zip(keys, floats, epoch_tensors, items.values()):
             self.callback[key] = tensor
             self.callback[v.name] = tensor
             if v.prog_bar:
-                self.progress[v.name] = f
+                self.progress[key] = f
             if v.logger:
                 to_log[key] = result[key] = f
                 if v.dataloaders:
                     self.result_dataloaders[key] = frozenset(v.dataloaders)
-        if store.stage == "train":  # as Lightning: evaluation step values leave callback_metrics at its end
-            # and logged_metrics holds the last step values, written or not
-            self.logged.update({key: v.last for key, v in steps.items() if v.logger})
-            for key, v in steps.items():
-                self.callback[key] = _as_tensor(v.last)
-                if not v.on_epoch:
-                    self.callback[v.name] = self.callback[key]
         if to_log:
             self.logged.update(to_log)
             if epoch is not None:  # as Lightning: the loggers get the epoch (not logged_metrics)
@@ -286,6 +326,98 @@ class TrainerLogging:
         self.callback.clear()
         self.logged.clear()
         self.progress.clear()
+
+
+def guard_hook(ctx: LogContext, name: str, fn: Callable) -> Callable:
+    """``fn``, the hook ``name``, marking ``ctx.hook`` while it runs when ``name`` refuses ``self.log``
+    or logs per epoch (so ``self.log`` can refuse or name the hook); ``fn`` itself for every other
+    hook, so that the per-step hooks cost nothing more (docs/architecture.md, *Rules for speed*)."""
+    if name not in REFUSING_HOOKS and name not in EPOCH_LEVEL_HOOKS:
+        return fn
+
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        saved, ctx.hook = ctx.hook, name
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ctx.hook = saved
+
+    return marked
+
+
+def _refused(name: str, hook: str | None) -> str:
+    where = f"inside `{hook}`" if hook is not None else "outside the training, validation and test loops"
+    return (
+        f"You can't `self.log({name!r})` {where}: as in Lightning, only the steps and the train/validation/test "
+        "start, epoch, batch, backward and optimizer hooks log (not setup, configure_optimizers, on_fit_start/end, "
+        "on_train_end, on_*_end, the sanity check or checkpoint hooks). HINT: log to the logger directly "
+        "(`self.logger.log_metrics(...)` or `self.logger.experiment`)."
+    )
+
+
+def _level_refused(name: str, hook: str | None, option: str) -> str:
+    where = f"`{hook}`" if hook is not None else "an epoch-level hook"
+    return (
+        f"You can't `self.log({name!r}, {option})` inside {where}: it runs once per epoch, so what it logs is "
+        "an epoch value (on_step=False, on_epoch=True; leave both unset)"
+    )
+
+
+def check_value(name: str, value: Any) -> Any:
+    """What ``self.log`` stores for ``value``: a number as it is; a one-element tensor detached, as a
+    floating-point tensor (integers, bool and half precision become float32, as in Lightning) and
+    copied when it is a leaf that may change in place later (a parameter, a buffer, a running total:
+    the value is the one at the call, as in Lightning) — values computed in the step are not copied;
+    a torchmetrics ``Metric`` as it is. Anything else raises a ValueError naming the type."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"self.log({name!r}, ...): the tensor must have a single element, got shape {tuple(value.shape)}; "
+                f"you can log its mean instead: self.log({name!r}, value.mean())"
+            )
+        if value.dtype not in _STORED_DTYPES:
+            return value.detach().float()
+        if value.is_leaf and not value.is_inference():
+            return value.detach().clone()
+        return value.detach() if value.requires_grad else value
+    if isinstance(value, numbers.Real) or is_metric_object(value):
+        return value
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    hint = "; use self.log_dict for a dict" if isinstance(value, dict) else ""
+    raise ValueError(
+        f"self.log({name!r}, {shown}): `{type(value).__name__}` values cannot be logged; log a number, a "
+        f"one-element tensor or a torchmetrics Metric{hint}"
+    )
+
+
+_STORED_DTYPES = (torch.float32, torch.float64)
+
+
+def _infer_batch_size(batch: Any) -> int:
+    """The batch size ``self.log`` weighs epoch means with, as Lightning finds it: the first dimension
+    of the first tensor met walking the batch (dicts by value, sequences, dataclasses); 1 for a
+    0-d tensor or a batch without tensors."""
+    size = _first_tensor_size(batch)
+    return 1 if size is None else size
+
+
+def _first_tensor_size(batch: Any) -> int | None:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, str):
+        return None
+    if isinstance(batch, Mapping):
+        batch = batch.values()
+    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        batch = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
+    elif not isinstance(batch, Iterable) or isinstance(batch, (bytes, torch.nn.Module)):
+        return None
+    for item in batch:
+        size = _first_tensor_size(item)
+        if size is not None:
+            return size
+    return None
 
 
 def _reduce_over_processes(value: Any, reduce: str) -> torch.Tensor:

@@ -24,7 +24,8 @@ def resolve_reduce_fx(reduce_fx: Any) -> str:
     name = _REDUCE_NAMES.get(reduce_fx) if isinstance(reduce_fx, str) else _REDUCE_CALLABLES.get(reduce_fx)
     if name is None:
         raise ValueError(
-            f"reduce_fx={reduce_fx!r} is not supported; use 'mean', 'sum', 'max', 'min' or torch.mean/sum/max/min"
+            f"reduce_fx={reduce_fx!r} is not supported; use 'mean', 'sum', 'max', 'min' or torch.mean/sum/max/min "
+            "(for another reduction, log a torchmetrics Metric)"
         )
     return name
 
@@ -71,6 +72,7 @@ class LoggedValue:
 
     __slots__ = (
         "dataloaders",
+        "epoch_key",
         "last",
         "logger",
         "metric",
@@ -80,6 +82,7 @@ class LoggedValue:
         "pending",
         "prog_bar",
         "reduce",
+        "step_key",
         "step_pending",
         "sync_dist",
         "total",
@@ -88,9 +91,22 @@ class LoggedValue:
     )
 
     def __init__(
-        self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool
+        self,
+        name: str,
+        on_step: bool,
+        on_epoch: bool,
+        prog_bar: bool,
+        logger: bool,
+        reduce: str,
+        sync_dist: bool,
+        suffix: str = "",
     ):
-        self.name = name
+        self.name = name  # with the dataloader suffix, if any
+        # the keys of the views: ``name_step``/``name_epoch`` when logged both ways, before the suffix
+        # (``loss_epoch/dataloader_idx_0``, as Lightning)
+        base = name[: len(name) - len(suffix)]
+        self.step_key = f"{base}_step{suffix}" if on_step and on_epoch else name
+        self.epoch_key = f"{base}_epoch{suffix}" if on_step and on_epoch else name
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.prog_bar = prog_bar
@@ -118,7 +134,10 @@ class LoggedValue:
         vals = self.pending
         ref = next((v for v in vals if isinstance(v, torch.Tensor)), None)
         device = ref.device if ref is not None else torch.device("cpu")
-        stacked = torch.stack([torch.as_tensor(v, device=device).reshape(()).to(torch.float32) for v in vals])
+        # float32, or float64 when a value is (as Lightning's accumulation promotes)
+        double = any(isinstance(v, torch.Tensor) and v.dtype == torch.float64 for v in vals)
+        dtype = torch.float64 if double else torch.float32
+        stacked = torch.stack([torch.as_tensor(v, device=device).reshape(()).to(dtype) for v in vals])
         if self.reduce == "mean":
             # weights are host floats: scale on the device one by one (no host-to-device copy, no sync)
             part = torch.stack([value * w for value, w in zip(stacked.unbind(), self.weights)]).sum()
@@ -180,13 +199,21 @@ class ResultStore:
         batch_size: float,
         dataloader_idx: int | None = None,
         step_value: Any = None,
+        key: Any = None,
+        suffix: str = "",
     ) -> None:
         """Record one ``self.log`` call; ``step_value`` (when given) is the value the step views show
         instead of ``value`` (``sync_dist``: reduced over the processes; ``value`` stays this process's
-        own for the epoch reduction, which is synced once at epoch end)."""
-        entry = self.values.get(name)
+        own for the epoch reduction, which is synced once at epoch end). ``key`` (default ``name``)
+        tells series apart: the epoch hooks log under ``(hook, name)``, so that a name logged by a
+        step and by an epoch hook makes two series, the one logged first shown first."""
+        if key is None:
+            key = name
+        entry = self.values.get(key)
         if entry is None:
-            entry = self.values[name] = LoggedValue(name, on_step, on_epoch, prog_bar, logger, reduce, sync_dist)
+            entry = self.values[key] = LoggedValue(
+                name, on_step, on_epoch, prog_bar, logger, reduce, sync_dist, suffix
+            )
         if dataloader_idx is not None:
             entry.dataloaders.add(dataloader_idx)
         # tensors and numbers first: hasattr() probes on a tensor raise and catch AttributeError (slow)
@@ -207,7 +234,7 @@ class ResultStore:
         out = {}
         for v in self.values.values():
             if v.on_step and v.last is not None and (v.step_pending or not only_pending):
-                out[v.name + "_step" if v.on_epoch else v.name] = v
+                out[v.step_key] = v
         return out
 
     def epoch_values(self) -> dict[str, Any]:
@@ -217,24 +244,5 @@ class ResultStore:
             if v.on_epoch:
                 value = v.epoch_value()
                 if value is not None:
-                    out[v.name + "_epoch" if v.on_step else v.name] = (v, value)
+                    out[v.epoch_key] = (v, value)
         return out
-
-
-def print_results(stage: str, results: list[dict[str, float]]) -> None:
-    """The table ``validate()``/``test()`` print: one row per metric (and dataloader)."""
-    import math
-
-    rows = [
-        (f"{k}" + (f" (dataloader {i})" if len(results) > 1 else ""), v)
-        for i, r in enumerate(results)
-        for k, v in r.items()
-    ]
-    if not rows:
-        return
-    width = max(len(k) for k, _ in rows)
-    title = f"{stage.capitalize()} results"
-    print(title)
-    print("-" * max(len(title), width + 14))
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v:>12.6g}" if math.isfinite(v) else f"{k.ljust(width)}  {v!s:>12}")
