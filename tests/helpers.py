@@ -102,7 +102,7 @@ class HookRecorder(Callback):
 
 
 def _make_callback_hook(name: str):
-    def hook(self, trainer, module, *args):
+    def hook(self, trainer, module, *args, **kwargs):  # setup/teardown get stage= (as Lightning)
         self.log.append((self.tag, name))
 
     hook.__name__ = name
@@ -112,7 +112,7 @@ def _make_callback_hook(name: str):
 def _make_module_hook(name: str):
     passes_batch = name in ("on_before_batch_transfer", "on_after_batch_transfer")
 
-    def hook(self, *args):
+    def hook(self, *args, **kwargs):
         self.hook_log.append(("module", name))
         return args[0] if passes_batch else None
 

@@ -22,7 +22,7 @@ from ember.checkpoint import io as ckpt_io
 from ember.checkpoint.topk import TopK
 
 VALUES = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0]
-STATE_KEY = "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}"
+STATE_KEY = ModelCheckpoint(monitor="val_loss").state_key  # Lightning's: with the save triggers
 
 
 def precious(path: Path, text: str = "do not delete") -> Path:

@@ -139,8 +139,8 @@ def test_test_subcommand_loads_weights_from_ckpt_path(tmp_path: Path) -> None:
     out = run_ember("test", *common, "--ckpt_path", "last")
     assert out.returncode == 0, out.stderr
     assert f"ember: loaded checkpoint {str(checkpoints[0])!r} (epoch 2, global_step 57)" in out.stdout
-    accuracy = float(next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("test_acc")))
+    accuracy = float(next(line.split()[-1] for line in out.stdout.splitlines() if line.split()[:1] == ["test_acc"]))
     assert accuracy > 0.8  # an untrained model scores about 0.1: the trained weights were loaded
     untrained = run_ember("test", *common)
-    untrained_acc = float(next(line.split()[-1] for line in untrained.stdout.splitlines() if line.startswith("test_acc")))
+    untrained_acc = float(next(line.split()[-1] for line in untrained.stdout.splitlines() if line.split()[:1] == ["test_acc"]))
     assert untrained_acc < 0.5

@@ -198,7 +198,7 @@ def test_eval_without_its_step_fails_before_any_hook(tmp_path, method, match):
 
 
 def test_validate_without_a_model_before_fit_raises(tmp_path):
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(TypeError, match="model"):  # Lightning's TypeError
         quiet_trainer(tmp_path).validate(dataloaders=loader(16))
 
 

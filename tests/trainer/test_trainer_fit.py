@@ -530,8 +530,10 @@ def test_validation_runs_under_inference_mode_or_no_grad(tmp_path, inference_mod
             seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
 
     trainer = quiet_trainer(tmp_path, max_epochs=1, inference_mode=inference_mode, num_sanity_val_steps=0)
-    trainer.fit(Probe(), loader(16), loader(8))
-    assert seen == [(inference_mode, False)]
+    model = Probe()
+    trainer.fit(model, loader(16), loader(8))
+    trainer.validate(model, loader(8), verbose=False)
+    assert seen == [(False, False), (inference_mode, False)]  # as Lightning: inside fit always no_grad
 
 
 def test_detect_anomaly_is_on_during_the_run_only(tmp_path):

@@ -16,6 +16,7 @@ In a distributed run rank zero decides and writes, then sends its bookkeeping (`
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import time
@@ -149,8 +150,12 @@ class ModelCheckpoint(Callback):
 
     @property
     def state_key(self) -> str:
-        """The key of this callback's state in a checkpoint's ``callbacks`` (its monitor and mode)."""
-        return f"ModelCheckpoint{{'monitor': {self.monitor!r}, 'mode': {self.mode!r}}}"
+        """Lightning's key of this callback's state in a checkpoint: its monitor, mode and save triggers."""
+        every = self.train_time_interval
+        key = {"monitor": self.monitor, "mode": self.mode, "every_n_train_steps": self.every_n_train_steps or 0,
+               "every_n_epochs": self.every_n_epochs or 0,
+               "train_time_interval": None if every is None else datetime.timedelta(seconds=every)}  # fmt: skip
+        return f"ModelCheckpoint{key!r}"
 
     @property
     def best_k_models(self) -> dict[str, torch.Tensor]:

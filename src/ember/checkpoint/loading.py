@@ -1,17 +1,19 @@
 """Rebuilding a module from a checkpoint without paying for a random initialisation.
 
 The module is constructed on the ``meta`` device (no memory, no init kernels), then the saved
-weights are assigned in place (``load_state_dict(..., assign=True)``). A module that computes a
-non-persistent buffer in ``__init__`` (not in the state dict) would keep it on ``meta``; such a
-module is constructed again normally, so it always comes out right. No global mode is left
+weights are assigned in place (``load_state_dict(..., assign=True)``). A module with a
+non-persistent buffer (not in the state dict) is constructed normally, and so is one whose weights
+``strict=False`` left unset, so it always comes out right. No global mode is left
 active, so ``torch.compile``d submodules behave as usual; keys saved from a compiled submodule
 (``enc._orig_mod.w``) load into an uncompiled one (``enc.w``) and back.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -73,11 +75,55 @@ def _retie(module: torch.nn.Module, ties: list[tuple[str, str]]) -> None:
         setattr(module.get_submodule(owner), leaf, module.get_parameter(source))
 
 
-def _load_weights(model: torch.nn.Module, state_dict: dict[str, Any], strict: bool, name: str, assign: bool = False) -> None:
+def _load_weights(model: torch.nn.Module, state_dict: dict[str, Any], strict: bool, name: str, assign: bool = False) -> Any:
     try:
-        model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=assign)
+        return model.load_state_dict(adapt_state_dict(model, state_dict), strict=strict, assign=assign)
     except RuntimeError as err:  # missing or unexpected keys, shapes that differ
         raise CheckpointError(f"{name!r} does not fit {type(model).__name__}: {err}") from None
+
+
+def _copy_containers(obj: Any) -> Any:
+    """``obj`` with its dicts and lists copied (tensors shared; a state dict keeps its ``_metadata``)."""
+    if isinstance(obj, dict):
+        out = copy.copy(obj)
+        for key, value in obj.items():
+            out[key] = _copy_containers(value)
+        return out
+    if isinstance(obj, list):
+        return [_copy_containers(v) for v in obj]
+    return obj
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """``cls(**kwargs)``, then its ``configure_model`` (as Lightning: layers built there get the weights too)."""
+    model = cls(**kwargs)
+    configure_model = getattr(model, "configure_model", None)
+    if callable(configure_model):
+        configure_model()
+    return model
+
+
+def _unset_tensors(model: torch.nn.Module, state_dict: dict[str, Any]) -> bool:
+    """Whether loading ``state_dict`` would leave some of ``model``'s tensors unset: non-persistent
+    buffers (never in a checkpoint), or weights the checkpoint lacks (``strict=False``)."""
+    saved = model.state_dict().keys()
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    return any(n not in saved for n in names) or not saved <= adapt_state_dict(model, state_dict).keys()
+
+
+def _restore(model: torch.nn.Module, checkpoint: dict[str, Any], strict: bool, name: str, assign: bool) -> Any:
+    """As Lightning: the module's ``on_load_checkpoint`` (it may still edit the checkpoint, e.g. rename
+    weights), then the weights; returns ``load_state_dict``'s missing/unexpected keys."""
+    hook = getattr(model, "on_load_checkpoint", None)
+    if callable(hook):
+        hook(checkpoint)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{name!r} holds no model weights ('state_dict') after on_load_checkpoint()")
+    ties = _ties(model)
+    keys = _load_weights(model, checkpoint["state_dict"], strict, name, assign=assign)
+    if assign:
+        _retie(model, ties)
+    return keys
 
 
 def load_module_from_checkpoint(
@@ -87,7 +133,15 @@ def load_module_from_checkpoint(
     strict: bool = True,
     **hparam_overrides: Any,
 ) -> Any:
-    """``cls`` built from the checkpoint's hyperparameters (``hparam_overrides`` win) with its weights."""
+    """``cls`` built from the checkpoint's hyperparameters (``hparam_overrides`` win) with its weights.
+
+    As Lightning: ``configure_model`` (when defined) runs after construction and the module's
+    ``on_load_checkpoint`` before the weights are loaded; with ``strict=False`` missing and unexpected
+    keys are warned about. The module is built on the ``meta`` device unless loading would leave some
+    of its tensors unset (non-persistent buffers, weights the checkpoint lacks); then, or when its
+    ``on_load_checkpoint`` removes weights with ``strict=False``, it is built normally (in the last
+    case again, and its ``on_load_checkpoint`` sees a fresh copy of the checkpoint, tensors shared).
+    """
     name = os.fspath(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path, map_location=map_location if map_location is not None else "cpu")
     if "state_dict" not in checkpoint:
@@ -100,23 +154,26 @@ def load_module_from_checkpoint(
             f"{name!r} cannot build {cls.__name__}: {err} (its saved hyperparameters are {sorted(kwargs)}); "
             "pass the missing ones to load_from_checkpoint as keyword arguments"
         ) from None
-    state_dict = checkpoint["state_dict"]
+    device = _target_device(map_location, checkpoint["state_dict"])
     with torch.device("meta"):
-        model = cls(**kwargs)
-    ties = _ties(model)
-    _load_weights(model, state_dict, strict, name, assign=True)
-    _retie(model, ties)
-    if _has_meta(model):  # something __init__ computed is not in the checkpoint: build it for real
-        model = cls(**kwargs)
-        device = _target_device(map_location, state_dict)
+        model = _build(cls, kwargs)
+    keys = None
+    if not _unset_tensors(model, checkpoint["state_dict"]):
+        pristine = _copy_containers(checkpoint) if not strict else checkpoint  # strict: no second try needed
+        keys = _restore(model, checkpoint, strict, name, assign=True)
+        checkpoint = pristine
+    if keys is None or _has_meta(model):  # something the checkpoint does not hold: build it for real
+        model = _build(cls, kwargs)
         if device is not None:
             model.to(device)
-        _load_weights(model, state_dict, strict, name)
+        keys = _restore(model, checkpoint, strict, name, assign=False)
+    if not strict:
+        for what, found in (("in the model but not in the checkpoint", keys.missing_keys),
+                            ("in the checkpoint but not in the model", keys.unexpected_keys)):  # fmt: skip
+            if found:
+                warnings.warn(f"load_from_checkpoint({name!r}, strict=False): keys {what}: {found}", stacklevel=3)
     example = getattr(model, "example_input_array", None)
     if isinstance(example, torch.Tensor) and example.is_meta:
         # built under the meta device: keep its shape and dtype (what summaries and exports use)
         model.example_input_array = torch.zeros(example.shape, dtype=example.dtype)
-    hook = getattr(model, "on_load_checkpoint", None)
-    if callable(hook):
-        hook(checkpoint)
     return model

@@ -278,6 +278,8 @@ def check_path(name: str, value: Any) -> Path:
 
 
 def check_dir_name(name: str, value: Any, allow_empty: bool = False) -> str:
+    if value is None and allow_empty:  # Lightning's name=None: no experiment folder
+        return ""
     if not isinstance(value, str) or (not value and not allow_empty) or "/" in value or os.sep in value:
         raise ValueError(
             f"{name} must be a {'' if allow_empty else 'non-empty '}directory name without separators, got {value!r}"

@@ -40,15 +40,17 @@ class CSVLogger(VersionedRun, Logger):
 
     Args:
         save_dir: root directory; the run goes to ``save_dir/name/version_N``.
-        name: experiment directory under ``save_dir``.
+        name: experiment directory under ``save_dir`` (``""`` or None: none, as in Lightning).
         version: an int (``version_<int>``), a directory name, or None for the next free number.
     """
 
     accepts_tensors = True
 
-    def __init__(self, save_dir: str | os.PathLike = ".", name: str = "ember_logs", version: int | str | None = None):
+    def __init__(
+        self, save_dir: str | os.PathLike = ".", name: str | None = "ember_logs", version: int | str | None = None
+    ):
         self._save_dir = check_path("save_dir", save_dir)
-        self._name = check_dir_name("name", name)
+        self._name = check_dir_name("name", name, allow_empty=True)  # "" / None: save_dir/version_N
         self._version = check_version(version)
         self._version_given = version is not None
         self._columns: list[str] = []

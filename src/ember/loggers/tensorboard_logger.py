@@ -81,7 +81,7 @@ class TensorBoardLogger(VersionedRun, Logger):
     def __init__(
         self,
         save_dir: str | os.PathLike | None = None,
-        name: str = "ember_logs",
+        name: str | None = "ember_logs",
         version: int | str | None = None,
         *,
         log_dir: str | os.PathLike | None = None,

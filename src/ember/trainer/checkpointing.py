@@ -284,9 +284,9 @@ class CheckpointConnector:
             dm.load_state_dict(checkpoint["datamodule"])
         dispatch = tr._stage_dispatch
         if dispatch is not None:
-            for fn in dispatch.calls("on_load_checkpoint"):
-                if getattr(fn, "__self__", None) is not model:  # the module's ran first
-                    fn(checkpoint)
+            calls = dispatch.calls("on_load_checkpoint")  # the callbacks', then the module's (which ran first)
+            for fn in calls[:-1] if dispatch.module_hook("on_load_checkpoint") is not None else calls:
+                fn(checkpoint)
         saved_callbacks = checkpoint.get("callbacks", {})
         for cb in self._stateful_callbacks():
             if cb.state_key in saved_callbacks:

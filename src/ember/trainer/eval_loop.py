@@ -1,12 +1,14 @@
 """Validation, test and predict: one engine each, the same pattern, their own hooks.
 
 Each run chains the stage's loaders into one epoch (:class:`~ember.trainer.data.EvalData`),
-under ``torch.inference_mode`` (or ``no_grad`` with ``Trainer(inference_mode=False)``), with the
-module in eval mode; the module's train/eval mode is restored afterwards.
+under ``torch.inference_mode`` (``no_grad`` with ``Trainer(inference_mode=False)``, and for the
+validation inside ``fit``, as Lightning), with the module in eval mode; the module's train/eval
+mode is restored afterwards.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -42,6 +44,7 @@ class EvalLoop:
         self.counts: list[int | None] = []
         self.results: dict[str, float] = {}
         self._handles: list[Any] = []
+        self._checked_idx: set[bool] = set()  # loader counts (one / several) whose hook signatures are checked
 
     @staticmethod
     def unattached(engine: Engine, batch: Any) -> Any:
@@ -53,6 +56,7 @@ class EvalLoop:
         tr = self.trainer
         self.module, self.dispatch = module, dispatch
         self.seen_batches = {}
+        self._checked_idx = set()
         p = self.prefix
         step_fn = tr.precision_plugin.wrap(getattr(module, STEP_NAME[self.stage]))
         loop = self
@@ -111,9 +115,7 @@ class EvalLoop:
         self.dispatch.call(hook)
 
     def _on_epoch_started(self, engine: Engine) -> None:
-        ctx = self.trainer._logging.ctx
-        if ctx.store is not None:
-            ctx.store.reset()
+        ctx = self.trainer._logging.ctx  # (the store was reset on entering the stage: on_*_start's values stay)
         self._call_level(f"on_{self.prefix}_epoch_start")
         ctx.epoch_level = False
 
@@ -172,6 +174,7 @@ class EvalLoop:
         tr = self.trainer
         if self.stage == "predict":  # prediction writers see each batch's sample indices (as Lightning)
             loaders = prepare_predict_loaders(loaders, self.dispatch.callbacks)
+        self._check_dataloader_idx(len(loaders) > 1)
         self.data = data = EvalData(loaders, counts)
         self.loaders, self.counts = list(loaders), list(counts)
         self.predictions = [[] for _ in loaders]
@@ -184,7 +187,8 @@ class EvalLoop:
         logging_stage = "validate" if self.stage == "validate" else self.stage
         saved = tr._logging.enter(logging_stage, self.engine, multi_dataloader=len(loaders) > 1)
         saved_stage, tr.state.stage = tr.state.stage, RUNNING_STAGE[self.stage] if not tr.sanity_checking else RunningStage.SANITY_CHECKING
-        grad_context = torch.inference_mode() if tr.inference_mode else torch.no_grad()
+        # as Lightning: validation inside fit runs under no_grad (its tensors may meet autograd later)
+        grad_context = torch.inference_mode() if tr.inference_mode and not tr.fitting else torch.no_grad()
         try:
             to_eval = self.dispatch.module_hook(f"on_{self.prefix}_model_eval")
             if to_eval is not None:
@@ -203,6 +207,25 @@ class EvalLoop:
                 for m, training in modes:
                     m.training = training
 
+    def _check_dataloader_idx(self, several: bool) -> None:
+        """As Lightning, before any hook: with several loaders the module's step and batch hooks must
+        take ``dataloader_idx`` (or ``*args``); with one, a ``dataloader_idx`` must have a default."""
+        if several in self._checked_idx:
+            return
+        prefix = "val" if self.stage == "validate" else self.stage
+        for name in (STEP_NAME[self.stage], f"on_{self.prefix}_batch_start", f"on_{self.prefix}_batch_end"):
+            problem = _dataloader_idx_problem(getattr(self.module, name, None), several)
+            if problem is not None:
+                where = f"`{type(self.module).__name__}.{name}()`"
+                raise RuntimeError(
+                    f"You provided multiple `{prefix}_dataloader`, but no `dataloader_idx` argument in {where}. "
+                    "Try adding `dataloader_idx=0` to its signature."
+                    if several
+                    else f"You provided only a single `{prefix}_dataloader`, but have included `dataloader_idx` in "
+                    f"{where}. Either remove the argument or give it a default value i.e. `dataloader_idx=0`."
+                )
+        self._checked_idx.add(several)
+
     def results_per_dataloader(self, n: int) -> list[dict[str, float]]:
         """Split this run's results by loader: a ``/dataloader_idx_N`` key goes to loader N, a key
         logged without it to the loaders that logged it (epoch-level hooks' keys go to all)."""
@@ -217,6 +240,21 @@ class EvalLoop:
                 if owners is None or i in owners:
                     d[key] = value
         return out
+
+
+def _dataloader_idx_problem(hook: Any, several: bool) -> str | None:
+    """Why ``hook`` cannot be called with (several: with) or (one loader: without) ``dataloader_idx``."""
+    try:
+        params = inspect.signature(hook).parameters if callable(hook) else None
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the call decide
+        params = None
+    if params is None:
+        return None
+    param = params.get("dataloader_idx")
+    if several:
+        varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values())
+        return None if param is not None or varargs else "missing"
+    return "required" if param is not None and param.default is inspect.Parameter.empty else None
 
 
 def _to_cpu(value: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ember.datamodule import DataModule
 from ember.module import Module, attach_trainer
 from ember.trainer import data as data_utils
 from ember.trainer.fit_report import report_fit_end
@@ -18,12 +19,24 @@ from ember.trainer.optimization import parse_optimizers
 from ember.trainer.preemption import Preempted
 from ember.trainer.profiling import setup_stage
 from ember.trainer.stepping import StepOptimizer
+from ember.trainer.views import RunningStage, TrainerFn
+
+#: ``trainer.state.stage`` from a stage's start (its ``setup``) to its end, as Lightning
+STAGE_OF = {
+    "fit": RunningStage.TRAINING,
+    "validate": RunningStage.VALIDATING,
+    "test": RunningStage.TESTING,
+    "predict": RunningStage.PREDICTING,
+}
 
 
 def run_stage_here(
     trainer: Any, stage: str, model: Any, datamodule: Any, ckpt_path: Any = None, **loaders: Any
 ) -> list[Any]:
     """Set up, run and tear down one stage ('fit', 'validate', 'test', 'predict')."""
+    first = "train_dataloaders" if stage == "fit" else "dataloaders"
+    if isinstance(loaders.get(first), DataModule) and datamodule is None:  # as Lightning: fit(model, dm)
+        datamodule, loaders[first] = loaders[first], None
     if datamodule is not None and any(v is not None for v in loaders.values()):
         raise ValueError(f"trainer.{stage}(): pass dataloaders or a datamodule, not both")
     if datamodule is not None and not callable(getattr(datamodule, "setup", None)):
@@ -35,18 +48,18 @@ def run_stage_here(
     trainer._handled_exception = None
     if datamodule is not None:
         datamodule.trainer = trainer
-        if callable(getattr(datamodule, "prepare_data", None)):
-            if trainer.local_rank == 0:  # as in Lightning: once per machine, while the other ranks wait
-                datamodule.prepare_data()
-            trainer.strategy.barrier("prepare_data")
-        datamodule.setup(stage)
     extra = model.configure_callbacks() if callable(getattr(model, "configure_callbacks", None)) else []
     callbacks = _merge_callbacks(trainer, extra)
     dispatch = Dispatch(trainer, model, callbacks)
     trainer._stage_dispatch = dispatch
+    _prepare_data(trainer, datamodule, model)
     if stage == "fit":  # before setup: log_dir, and so ModelCheckpoint's dirpath, follow a resumed run
         trainer._checkpoint.choose_run_folder(ckpt_path)
-    dispatch.call("setup", stage)
+    fn = TrainerFn(stage)  # as Lightning: setup/teardown get stage=TrainerFn.X (a str, == "fit")
+    if datamodule is not None:  # as Lightning: the datamodule's, the callbacks', then the module's
+        datamodule.setup(stage=fn)
+    for hook in dispatch.calls("setup"):
+        hook(stage=fn)
     configure_model = getattr(model, "configure_model", None)
     if callable(configure_model):  # as Lightning: build (or shard) layers here, after setup
         configure_model()
@@ -73,12 +86,26 @@ def run_stage_here(
         try:
             if anomaly is not None:
                 torch.autograd.set_detect_anomaly(False)
-            dispatch.call("teardown", stage)
             if datamodule is not None:
-                datamodule.teardown(stage)
+                datamodule.teardown(stage=fn)
+            for hook in dispatch.calls("teardown"):
+                hook(stage=fn)
         finally:
             if profiled is not None:  # as Lightning: the report once the stage is torn down
                 profiled(ok)
+
+
+def _prepare_data(trainer: Any, datamodule: Any, model: Any) -> None:
+    """The datamodule's, then the module's ``prepare_data`` (as Lightning: once per machine, on local
+    rank zero, while the other ranks wait)."""
+    hooks = [getattr(obj, "prepare_data", None) for obj in (datamodule, model) if obj is not None]
+    hooks = [h for h in hooks if callable(h)]
+    if not hooks:
+        return
+    if trainer.local_rank == 0:
+        for hook in hooks:
+            hook()
+    trainer.strategy.barrier("prepare_data")
 
 
 def _merge_callbacks(trainer: Any, extra: Any) -> list[Any]:
@@ -184,12 +211,38 @@ def _evaluate(trainer: Any, stage: str, model: Any, dispatch: Dispatch, loaders:
 
 
 def model_for(trainer: Any, model: Any, stage: str) -> Any:
-    """The model a stage runs: the one given, else the trainer's last."""
+    """The model a stage runs: the one given, else the trainer's last (a TypeError without either,
+    as Lightning)."""
     if model is None:
         if trainer.model is None:
-            raise ValueError(f"trainer.{stage}() needs a model: pass one, or call fit() first")
+            raise TypeError(f"trainer.{stage}() needs a model: pass one, or call fit() first")
         return trainer.model
     return model
+
+
+def eval_ckpt_path(trainer: Any, stage: str, model_given: bool, ckpt_path: Any) -> Any:
+    """The ``ckpt_path`` an evaluation stage loads. As Lightning: called without a model and without
+    a ``ckpt_path`` after a stage ran, it is ``"best"``, with a warning saying so. Unlike Lightning,
+    when no ModelCheckpoint has saved a best file (none configured, ``fast_dev_run``, no ``fit`` yet)
+    the current weights are evaluated, with a warning, where Lightning raises."""
+    if model_given or ckpt_path is not None or trainer.model is None:
+        return ckpt_path
+    cb = trainer.checkpoint_callback
+    if cb is not None and cb.best_model_path:
+        warnings.warn(
+            f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the previous `fit` call "
+            f"will be used. You can pass `.{stage}(ckpt_path='best')` to use the best model or "
+            f"`.{stage}(ckpt_path='last')` to use the last model. If you pass a value, this warning will be silenced.",
+            stacklevel=4,
+        )
+        return "best"
+    warnings.warn(
+        f"`.{stage}(ckpt_path=None)` was called without a model and no ModelCheckpoint of this trainer saved a best "
+        f"checkpoint: the model's current weights are used. Pass `.{stage}(ckpt_path=...)` to load a checkpoint; "
+        "passing the model silences this warning.",
+        stacklevel=4,
+    )
+    return None
 
 
 def check_model(model: Any, stage: str, required: Sequence[str]) -> None:

@@ -7,8 +7,9 @@ dispatched from a handler on one of their events. Where each hook fires::
     fit(module, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
       [distributed: the strategy starts the other processes (once) or joins torchrun's/SLURM's
        process group; loaders get their samples split over the ranks, keeping their own order]
-      datamodule.prepare_data() (local rank 0; the others wait), setup("fit") on datamodule, callbacks and module
-      configure_callbacks, move to device, [ckpt_path: load weights, on_load_checkpoint]
+      configure_callbacks; prepare_data() of datamodule and module (local rank 0; the others wait);
+      setup(stage=TrainerFn.FITTING) on datamodule, callbacks and module; configure_model; move to device;
+      [ckpt_path: on_load_checkpoint, load weights]
       configure_optimizers, [ckpt_path: optimizer/scheduler/scaler/callback/loop states]
       SIGTERM / SIGUSR1 / first Ctrl-C: finish the step, save last.ckpt, raise Preempted
       train_engine.run(train data)
@@ -28,7 +29,8 @@ dispatched from a handler on one of their events. Where each hook fires::
                                           on_before_zero_grad, optimizer_zero_grad (first micro-batch
                                           of the window); on_before_backward, backward, on_after_backward
                                  on_before_optimizer_step, gradient clipping, the update; global_step += 1
-                               step-interval schedulers
+                               step-interval schedulers (not ReduceLROnPlateau); after the epoch's
+                               last batch, epoch-interval ones (not ReduceLROnPlateau)
                              other micro-batches: the closure alone (DDP: without the gradient all-reduce)
                              manual optimization: training_step, which steps through self.optimizers()
         ITERATION_COMPLETED  on_train_batch_end; step values to loggers every log_every_n_steps;
@@ -37,16 +39,16 @@ dispatched from a handler on one of their events. Where each hook fires::
                              should_stop): a signal saves last.ckpt and exits; any other reason ends
                              the epoch (EPOCH_COMPLETED still runs and the epoch counts as completed,
                              as in Lightning; an epoch cut short by max_steps skips its validation),
-                             then the run
+                             then the run; step-interval ReduceLROnPlateau (a later handler)
         EPOCH_COMPLETED      validation (every check_val_every_n_epoch); on_train_epoch_end (where
                              ModelCheckpoint saves and EarlyStopping checks: they have the lowest
                              priority, so they run after everything that logs); epoch values to
-                             loggers; epoch-interval schedulers; FitProgress.stop_reason()
+                             loggers; epoch-interval ReduceLROnPlateau; FitProgress.stop_reason()
         COMPLETED            on_train_end, on_fit_end
         EXCEPTION_RAISED     on_exception, then the exception is re-raised
       teardown("fit")
 
-    validation (inside fit, or validate()) on validate_engine, under inference_mode, model.eval():
+    validation (inside fit: no_grad; validate(): inference_mode) on validate_engine, model.eval():
         STARTED on_validation_start · EPOCH_STARTED on_validation_epoch_start ·
         ITERATION_STARTED on_validation_batch_start · validation_step ·
         ITERATION_COMPLETED on_validation_batch_end · EPOCH_COMPLETED on_validation_epoch_end,
@@ -82,9 +84,9 @@ from ember.trainer.logging import TrainerLogging
 from ember.trainer.optimization import LRSchedulerConfig
 from ember.trainer.preemption import SignalWatch
 from ember.trainer.progress import FitProgress
-from ember.trainer.results import print_results
+from ember.trainer.results_table import print_results
 from ember.trainer.spawn import apply_spawned_results, run_spawned_stage
-from ember.trainer.stages import check_model, model_for, run_stage_here
+from ember.trainer.stages import STAGE_OF, check_model, eval_ckpt_path, model_for, run_stage_here
 from ember.trainer.stepping import StepOptimizer
 from ember.trainer.views import TrainerFn, TrainerState, TrainerStatus, TrainerViews
 
@@ -182,7 +184,7 @@ class Trainer(TrainerViews):
             gradient_clip_val: Clip gradients to this value (None: no clipping).
             gradient_clip_algorithm: How to clip: "norm" (total gradient norm) or "value" (each element).
             deterministic: Use deterministic algorithms (True), "warn" on non-deterministic ones, or False.
-            inference_mode: Evaluate under torch.inference_mode (True) or torch.no_grad (False).
+            inference_mode: validate/test/predict under torch.inference_mode (True) or torch.no_grad (False).
             default_root_dir: Where logs and checkpoints go when no logger or callback says otherwise.
             detect_anomaly: Turn on autograd's anomaly detection (slow; finds the op that made a NaN).
             profiler: Time the run's hooks and steps: "simple", "advanced", "pytorch" or a Profiler (None: off).
@@ -253,8 +255,7 @@ class Trainer(TrainerViews):
         self._signals = SignalWatch(self.fit_progress.on_signal)
         self.train_engine = Engine(EvalLoop.unattached)
         self._eval = {stage: EvalLoop(self, stage) for stage in ("validate", "test", "predict")}
-        self.sanity_checking = False
-        self.state = TrainerState()
+        self.state = TrainerState()  # also says whether the sanity check runs: trainer.sanity_checking
         self.optimizers: list[Any] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self.step_optimizers: list[StepOptimizer] = []
@@ -335,6 +336,7 @@ class Trainer(TrainerViews):
     ) -> list[Any] | None:
         """Returns ``predict_step`` outputs: a list per batch, or a list of such lists for several loaders
         (None with ``return_predictions=False``; the parameters are Lightning's, in its order)."""
+        ckpt_path = eval_ckpt_path(self, "predict", model is not None, ckpt_path)
         model = model_for(self, model, "predict")
         check_model(model, "predict", ())
         if not callable(getattr(model, "predict_step", None)):  # ember.Module has a default; a plain nn.Module may not
@@ -351,6 +353,7 @@ class Trainer(TrainerViews):
     def _run_eval(
         self, stage: str, model: Any, dataloaders: Any, datamodule: Any, verbose: bool, ckpt_path: Any
     ) -> list[dict[str, float]]:
+        ckpt_path = eval_ckpt_path(self, stage, model is not None, ckpt_path)
         model = model_for(self, model, stage)
         check_model(model, stage, ("validation_step",) if stage == "validate" else ("test_step",))
         loaders = self._run_stage(stage, model, datamodule, ckpt_path, dataloaders=dataloaders)
@@ -371,7 +374,7 @@ class Trainer(TrainerViews):
                 sent = launcher.launch(run_spawned_stage, self, stage, model, datamodule, ckpt_path, loaders)
                 return apply_spawned_results(self, model, stage, sent)
             return launcher.launch(self._run_stage, stage, model, datamodule, ckpt_path, **loaders)
-        self.state.fn, self.state.stage, self.state.status = TrainerFn(stage), None, TrainerStatus.RUNNING
+        self.state.fn, self.state.stage, self.state.status = TrainerFn(stage), STAGE_OF[stage], TrainerStatus.RUNNING
         try:
             self.strategy.setup_environment()  # joins the process group (a no-op on one device)
             out = run_stage_here(self, stage, model, datamodule, ckpt_path, **loaders)

@@ -107,6 +107,20 @@ class TrainerViews:
         self.fit_progress.request_stop(value)
 
     @property
+    def sanity_checking(self) -> bool:
+        """Whether the sanity check runs (``on_sanity_check_start`` to ``on_sanity_check_end``, its
+        validation included): ``state.stage`` is then ``RunningStage.SANITY_CHECKING``, as Lightning."""
+        return self.state.stage == RunningStage.SANITY_CHECKING
+
+    @sanity_checking.setter
+    def sanity_checking(self, value: bool) -> None:
+        if value and self.state.stage != RunningStage.SANITY_CHECKING:
+            self._stage_before_sanity_check = self.state.stage
+            self.state.stage = RunningStage.SANITY_CHECKING
+        elif not value and self.state.stage == RunningStage.SANITY_CHECKING:
+            self.state.stage = getattr(self, "_stage_before_sanity_check", None)
+
+    @property
     def fitting(self) -> bool:
         """Whether ``fit`` is running (validation inside fit included)."""
         return self._fitting
