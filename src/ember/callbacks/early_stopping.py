@@ -4,6 +4,7 @@ its ``stopping_reason``/``stopping_reason_message`` and its messages)."""
 from __future__ import annotations
 
 import math
+import warnings
 from enum import Enum
 from typing import Any
 
@@ -63,7 +64,9 @@ class EarlyStopping(Callback):
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)):
             raise TypeError(f"min_delta={min_delta!r} must be a number")
         self.monitor = monitor
-        self.min_delta = abs(float(min_delta))
+        # as Lightning: signed in the direction of improvement, so a negative min_delta is a tolerance
+        # (mode="min": a value up to |min_delta| above the best still counts as an improvement)
+        self.min_delta = float(min_delta) * (1.0 if mode == "max" else -1.0)
         self.patience = patience
         self.verbose = verbose
         self.mode = mode
@@ -103,11 +106,15 @@ class EarlyStopping(Callback):
             return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
+            # Lightning's message and error type (RuntimeError; a warning with strict=False and verbose)
+            message = (
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. Pass in or modify "
+                f"your `EarlyStopping` callback to use any of the following: `{'`, `'.join(metrics)}`"
+            )
             if self.strict:
-                raise ValueError(
-                    f"EarlyStopping(monitor={self.monitor!r}): that metric was never logged; "
-                    f"logged metrics are: {sorted(metrics)}. Pass strict=False to skip the check instead"
-                )
+                raise RuntimeError(message + ". Pass strict=False to skip the check instead")
+            if self.verbose:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
             return
         current = float(metrics[self.monitor])
         stop, message = self._evaluate(current)
@@ -149,13 +156,13 @@ class EarlyStopping(Callback):
                 f"Divergence threshold reached: {monitor} = {current:.6g} {order} {self.divergence_threshold}. "
                 "Signaling Trainer to stop."
             )
-        if improves(current, best, self.mode, self.min_delta):
+        if improves(current - self.min_delta, best, self.mode):
             self.best_score = torch.tensor(current)
             self.wait_count = 0
             if not math.isfinite(best):
                 return False, f"Metric {monitor} improved. New best score: {current:.3f}"
             return False, (
-                f"Metric {monitor} improved by {abs(best - current):.3f} >= min_delta = {self.min_delta}. "
+                f"Metric {monitor} improved by {abs(best - current):.3f} >= min_delta = {abs(self.min_delta)}. "
                 f"New best score: {current:.3f}"
             )
         self.wait_count += 1
@@ -181,6 +188,10 @@ class EarlyStopping(Callback):
         self.wait_count = int(state["wait_count"])
         self.stopped_epoch = int(state["stopped_epoch"])
         self.best_score = torch.tensor(float(state["best_score"]))
+        patience = state.get("patience", self.patience)  # as Lightning: the checkpoint's patience wins
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping state: patience={patience!r} must be a non-negative integer")
+        self.patience = patience
         reason = state.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value)
         try:
             self.stopping_reason = EarlyStoppingReason(reason)

@@ -80,11 +80,11 @@ def layer_sizes(
 
 
 def summarize(module: nn.Module, max_depth: int = 1, precision: Any = None) -> str:
-    """The summary text: one row per submodule down to ``max_depth`` (with ``In sizes`` and
+    """The summary text: one row per submodule down to ``max_depth`` (-1: all depths, as Lightning; with ``In sizes`` and
     ``Out sizes`` when ``module.example_input_array`` is set; ``precision``: the Trainer's, for
     that forward pass), then the totals. An example that the model cannot run gives ``?`` sizes
     and a warning: the summary never stops a run."""
-    layers = {n: m for n, m in module.named_modules() if n and n.count(".") < max_depth}
+    layers = {n: m for n, m in module.named_modules() if n and (max_depth == -1 or n.count(".") < max_depth)}
     rows = [["", "Name", "Type", "Params"]]
     for i, (name, sub) in enumerate(layers.items()):
         rows.append([str(i), name, type(sub).__name__, _fmt(sum(p.numel() for p in sub.parameters()))])
@@ -116,13 +116,14 @@ def summarize(module: nn.Module, max_depth: int = 1, precision: Any = None) -> s
 
 
 class ModelSummary(Callback):
-    """Prints :func:`summarize` of the model on rank zero when fitting starts (``max_depth=0``: nothing).
+    """Prints :func:`summarize` of the model on rank zero when fitting starts (``max_depth=0``: nothing;
+    ``-1``: every submodule, at all depths, as Lightning).
     With ``example_input_array`` set on the module, the example goes through the model once, in
     eval mode and without gradients, to show each layer's input and output sizes."""
 
     def __init__(self, max_depth: int = 1) -> None:
-        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
-            raise ValueError(f"max_depth must be a non-negative integer, got {max_depth!r}")
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < -1:
+            raise ValueError(f"max_depth must be an integer >= -1 (-1: all depths), got {max_depth!r}")
         self.max_depth = max_depth
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:

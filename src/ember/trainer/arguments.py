@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ember.callbacks.callback import Callback
+from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.model_summary import ModelSummary
 from ember.callbacks.progress import ProgressBar
 from ember.loggers.csv_logger import CSVLogger
@@ -47,8 +48,8 @@ def parse_max_time(value: Any) -> float | None:
         seconds = datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
     else:
         raise TypeError(f"max_time={value!r}: use 'DD:HH:MM:SS', a dict of timedelta arguments, or a timedelta")
-    if seconds <= 0:
-        raise ValueError(f"max_time={value!r} must be a positive duration")
+    if seconds < 0:  # 0 is allowed, as Lightning: the run stops before its first batch
+        raise ValueError(f"max_time={value!r} must not be a negative duration")
     return seconds
 
 
@@ -169,7 +170,33 @@ def init_callbacks(callbacks: Any, progress: bool, summary: bool) -> list[Any]:
         callbacks.append(ProgressBar())
     if summary and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(ModelSummary())
-    return callbacks
+    check_state_keys(callbacks)
+    return checkpoints_last(callbacks)
+
+
+def check_state_keys(callbacks: list[Any]) -> None:
+    """As Lightning: two callbacks with state (a ``state_dict`` of their own) may not share a
+    ``state_key``, or one's checkpointed state would overwrite the other's (a ``RuntimeError``)."""
+    seen: set[str] = set()
+    for cb in callbacks:
+        own = getattr(type(cb), "state_dict", Callback.state_dict) is not Callback.state_dict
+        key = getattr(cb, "state_key", None) if own else None
+        if key is None:
+            continue
+        if key in seen:
+            raise RuntimeError(
+                f"Found more than one stateful callback of type `{type(cb).__name__}` with state_key {key!r}: "
+                "their checkpointed states would collide. Give each a distinct state_key (for EarlyStopping and "
+                "ModelCheckpoint, distinct monitor/mode or other arguments)"
+            )
+        seen.add(key)
+
+
+def checkpoints_last(callbacks: list[Any]) -> list[Any]:
+    """``callbacks`` with the ModelCheckpoints moved to the end, each group in its order: the order of
+    ``trainer.callbacks`` in Lightning. (Hooks run by ``priority`` either way; see ember.callbacks.callback.)"""
+    others = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    return others + [c for c in callbacks if isinstance(c, ModelCheckpoint)]
 
 
 def _has_a_hook(obj: Any) -> bool:

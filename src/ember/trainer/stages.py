@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
+from ember.callbacks.callback import Callback
 from ember.datamodule import DataModule
 from ember.module import Module, attach_trainer
 from ember.trainer import data as data_utils
+from ember.trainer.arguments import check_state_keys, checkpoints_last
 from ember.trainer.fit_report import report_fit_end
 from ember.trainer.hooks import Dispatch, overrides
 from ember.trainer.logging import log_hyperparams
@@ -97,23 +99,33 @@ def run_stage_here(
 
 def _prepare_data(trainer: Any, datamodule: Any, model: Any) -> None:
     """The datamodule's, then the module's ``prepare_data`` (as Lightning: once per machine, on local
-    rank zero, while the other ranks wait)."""
-    hooks = [getattr(obj, "prepare_data", None) for obj in (datamodule, model) if obj is not None]
-    hooks = [h for h in hooks if callable(h)]
-    if not hooks:
+    rank zero, or only on global rank zero when its ``prepare_data_per_node`` is False, while the
+    other ranks wait)."""
+    objs = [obj for obj in (datamodule, model) if obj is not None and callable(getattr(obj, "prepare_data", None))]
+    if not objs:
         return
-    if trainer.local_rank == 0:
-        for hook in hooks:
-            hook()
+    for obj in objs:
+        rank = trainer.local_rank if getattr(obj, "prepare_data_per_node", True) else trainer.global_rank
+        if rank == 0:
+            obj.prepare_data()
     trainer.strategy.barrier("prepare_data")
 
 
 def _merge_callbacks(trainer: Any, extra: Any) -> list[Any]:
+    """As Lightning: the module's ``configure_callbacks()`` replace the Trainer's callbacks of their type
+    (or, when none has it, of a class it derives from other than ``Callback``); ModelCheckpoints go
+    last; the merged list becomes ``trainer.callbacks``."""
     extra = list(extra) if isinstance(extra, (list, tuple)) else ([extra] if extra else [])
     if not extra:
         return list(trainer.callbacks)
-    types = {type(c) for c in extra}
-    return [c for c in trainer.callbacks if type(c) not in types] + extra
+    present = {type(c) for c in trainer.callbacks} - {Callback}
+    replaced: set[type] = set()
+    for kind in {type(c) for c in extra}:
+        replaced |= {kind} if kind in present else {t for t in present if issubclass(kind, t)}
+    merged = checkpoints_last([c for c in trainer.callbacks if type(c) not in replaced] + extra)
+    check_state_keys(merged)
+    trainer.callbacks = merged
+    return list(merged)
 
 
 def _fit(trainer: Any, model: Any, dispatch: Dispatch, train: Any, val: Any, checkpoint: dict[str, Any] | None) -> None:

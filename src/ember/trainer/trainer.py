@@ -14,8 +14,11 @@ dispatched from a handler on one of their events. Where each hook fires::
       SIGTERM / SIGUSR1 / first Ctrl-C: finish the step, save last.ckpt, raise Preempted
       train_engine.run(train data)
         STARTED              on_fit_start; sanity check (on_sanity_check_start, a short validation
-                             that logs nothing, on_sanity_check_end); on_train_start
-        EPOCH_STARTED        on_train_epoch_start; a fresh pass over the data is due: its iterator is
+                             that logs nothing, on_sanity_check_end); on_train_start (skipped, with
+                             on_train_end, when should_stop or max_time already ends the run);
+                             should_stop asked again: no epoch runs
+        EPOCH_STARTED        on_train_epoch_start; should_stop asked (set: no batch, no validation,
+                             the epoch's end hooks run); a fresh pass over the data is due: its iterator is
                              made at the first batch (on resume: rebuilt from the epoch's recorded RNG
                              states and advanced past the batches already consumed, see
                              ember.trainer.resume)
@@ -402,6 +405,7 @@ class Trainer(TrainerViews):
     def _on_exception(self, engine: Engine, exception: BaseException) -> None:
         if exception is not self._handled_exception:
             self._handled_exception = exception
+            self.state.status = TrainerStatus.INTERRUPTED  # as Lightning: already so in on_exception
             dispatch = self._stage_dispatch
             if dispatch is not None:
                 dispatch.call("on_exception", exception)
