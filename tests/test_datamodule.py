@@ -190,3 +190,36 @@ def test_from_datasets_makes_the_loader_methods(tmp_path):
 def test_from_datasets_checks_its_arguments(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ember.DataModule.from_datasets(**bad)
+
+
+def test_load_from_checkpoint_without_a_needed_argument_names_the_file(tmp_path):
+    class Needs(ember.DataModule):
+        def __init__(self, root: str) -> None:
+            super().__init__()
+            self.root = root
+
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    trainer.fit(Model(), datamodule=RecordingData())
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(ember.checkpoint.CheckpointError, match=r"m\.ckpt.*root"):
+        Needs.load_from_checkpoint(path)
+    assert Needs.load_from_checkpoint(path, root="/data").root == "/data"
+
+
+def test_dataclass_batches_have_their_tensors_moved():
+    import dataclasses
+
+    import torch
+
+    from ember.runtime.precision import apply_to_tensors
+
+    @dataclasses.dataclass(frozen=True)
+    class Pair:
+        x: torch.Tensor
+        tags: list
+
+    batch = Pair(torch.ones(2), [torch.zeros(1), "a"])
+    moved = apply_to_tensors(batch, lambda t: t.double())
+    assert type(moved) is Pair and moved is not batch and batch.x.dtype == torch.float32
+    assert moved.x.dtype == torch.float64 and moved.tags[0].dtype == torch.float64 and moved.tags[1] == "a"

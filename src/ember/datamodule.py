@@ -17,12 +17,16 @@ class DataModule:
 
     The Trainer calls ``prepare_data()`` (once per machine: downloads, writing to disk), then
     ``setup(stage)`` with ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``, then the
-    ``*_dataloader()`` methods that stage needs, and ``teardown(stage)`` at the end.
+    ``*_dataloader()`` methods that stage needs, and ``teardown(stage)`` at the end. Batch transfer
+    hooks defined here (``on_before_batch_transfer``, ``transfer_batch_to_device``,
+    ``on_after_batch_transfer``) are used instead of the module's, as in Lightning.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._hparams = AttributeDict()
         self.trainer: Any = None
+        #: True: ``prepare_data`` runs on local rank 0 of every machine; False: only on global rank 0
+        self.prepare_data_per_node = True
 
     @property
     def hparams(self) -> AttributeDict:
@@ -113,6 +117,29 @@ class DataModule:
             if datasets is not None:
                 setattr(datamodule, method, lambda d=datasets, s=shuffle: loaders(d, s))
         return datamodule
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Return the batch to move to the device; when overridden, used instead of the module's."""
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move the batch to ``device``; when overridden, used instead of the module's."""
+        return Module.transfer_batch_to_device(self, batch, device, dataloader_idx)  # type: ignore[arg-type]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Return the batch the step receives; when overridden, used instead of the module's."""
+        return batch
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, **kwargs: Any) -> Any:
+        """A new datamodule built from the hyperparameters a checkpoint saved of one of this class
+        (``kwargs`` override them), then given the state its ``state_dict()`` saved, as Lightning's::
+
+            dm = MyData.load_from_checkpoint("last.ckpt", batch_size=64)
+        """
+        from ember.checkpoint.loading import load_datamodule_from_checkpoint
+
+        return load_datamodule_from_checkpoint(cls, checkpoint_path, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of this datamodule (plain values)."""

@@ -177,3 +177,23 @@ def load_module_from_checkpoint(
         # built under the meta device: keep its shape and dtype (what summaries and exports use)
         model.example_input_array = torch.zeros(example.shape, dtype=example.dtype)
     return model
+
+
+def load_datamodule_from_checkpoint(cls: type, checkpoint_path: str | os.PathLike, **overrides: Any) -> Any:
+    """``cls`` built from the checkpoint's ``datamodule_hyper_parameters`` (``overrides`` win), as
+    Lightning's ``LightningDataModule.load_from_checkpoint``, then given the state its ``state_dict()``
+    saved there (``checkpoint["datamodule"]``) when there is one."""
+    name = os.fspath(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
+    kwargs = _init_kwargs(cls, {**checkpoint.get("datamodule_hyper_parameters", {}), **overrides})
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise CheckpointError(
+            f"{name!r} cannot build {cls.__name__}: {err} (its saved datamodule hyperparameters are "
+            f"{sorted(kwargs)}); pass the missing ones to load_from_checkpoint as keyword arguments"
+        ) from None
+    datamodule = cls(**kwargs)
+    if checkpoint.get("datamodule"):
+        datamodule.load_state_dict(checkpoint["datamodule"])
+    return datamodule

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -89,7 +91,17 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     Objects with a ``.to()`` method (e.g. torch_geometric-style batches) are passed to ``fn`` too;
     other leaves are returned as they are.
     """
-    return tree_map(lambda leaf: fn(leaf) if _movable(leaf) else leaf, data)
+    return tree_map(lambda leaf: fn(leaf) if _movable(leaf) else _fields_applied(leaf, fn), data)
+
+
+def _fields_applied(leaf: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """A dataclass instance: a copy with ``fn`` applied to its fields' tensors (as Lightning moves them)."""
+    if not dataclasses.is_dataclass(leaf) or isinstance(leaf, type):
+        return leaf
+    out = copy.copy(leaf)
+    for field in dataclasses.fields(leaf):
+        object.__setattr__(out, field.name, apply_to_tensors(getattr(leaf, field.name), fn))  # frozen ones too
+    return out
 
 
 def _movable(leaf: Any) -> bool:

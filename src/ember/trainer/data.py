@@ -275,21 +275,44 @@ def distributed_loader(loader: Any, strategy: Any, training: bool) -> Any:
     return distribute_loader(loader, strategy.world_size, strategy.global_rank, training, pad_eval=pad_eval, seed=seed)
 
 
-def batch_transfer(module: Any, device: Any, precision: Any, dataloader_idx: Any) -> Any:
-    """A GET_BATCH_COMPLETED handler moving the batch to ``device`` through the module's transfer
-    hooks, or None when nothing is to be done (CPU, no hooks, no dtype change)."""
+TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def _transfer_hook(name: str, module: Any, datamodule: Any) -> Any:
+    """The overridden ``name`` to call: the datamodule's wins over the module's, as in Lightning
+    (with its warnings); None when neither overrides it."""
+    from ember.datamodule import DataModule
     from ember.module import Module
 
-    hooks = [
-        h
-        for h in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
-        if overrides(module, h, Module)
-    ]
-    if device.type == "cpu" and not hooks and precision.param_dtype is None:
+    on_module = overrides(module, name, Module)
+    if datamodule is not None and overrides(datamodule, name, DataModule):
+        if on_module:
+            warnings.warn(
+                f"You have overridden `{name}` in both `{type(module).__name__}` (Module) and "
+                f"`{type(datamodule).__name__}` (DataModule). It will use the implementation from the DataModule.",
+                stacklevel=4,
+            )
+        return getattr(datamodule, name)
+    if on_module and datamodule is not None and isinstance(datamodule, DataModule):
+        warnings.warn(
+            f"You have overridden `{name}` in the Module `{type(module).__name__}` but have passed in a "
+            "DataModule. It will use the implementation from the Module.",
+            stacklevel=4,
+        )
+    return getattr(module, name) if on_module else None
+
+
+def batch_transfer(module: Any, device: Any, precision: Any, dataloader_idx: Any) -> Any:
+    """A GET_BATCH_COMPLETED handler moving the batch to ``device`` through the transfer hooks of the
+    module or the run's datamodule (its override wins), or None when nothing is to be done (CPU, no
+    hooks, no dtype change)."""
+    from ember.module import Module, attached_trainer
+
+    datamodule = getattr(attached_trainer(module), "datamodule", None)
+    before, move, after = (_transfer_hook(h, module, datamodule) for h in TRANSFER_HOOKS)
+    if device.type == "cpu" and before is move is after is None and precision.param_dtype is None:
         return None
-    before = getattr(module, "on_before_batch_transfer", None) if "on_before_batch_transfer" in hooks else None
-    after = getattr(module, "on_after_batch_transfer", None) if "on_after_batch_transfer" in hooks else None
-    move = getattr(module, "transfer_batch_to_device", None) or Module.transfer_batch_to_device.__get__(module)
+    move = move or Module.transfer_batch_to_device.__get__(module)
     convert = precision.convert_input
 
     def transfer(engine: Any) -> None:
