@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelSummary, ProgressBar
 from ember.callbacks.model_summary import summarize
+from ember.trainer.progress import FitProgress
 from helpers import LinearModel, loader
 
 
@@ -141,3 +142,28 @@ def test_model_summary_max_depth_zero_prints_nothing(tmp_path, capsys):
     )
     trainer.fit(LinearModel(), loader(16))
     assert capsys.readouterr().out == "ember: fit stopped: max_epochs=1 reached\n"  # the end-of-fit line only
+
+
+# ---------------------------------------------------------------------------------------- FitProgress stop rules
+
+
+def test_min_steps_alone_means_one_epoch_at_least():
+    assert FitProgress(max_epochs=3, min_steps=2).min_epochs == 1  # as Lightning
+    assert FitProgress(max_epochs=3, min_steps=2, min_epochs=0).min_epochs == 0
+    assert FitProgress(max_epochs=3).min_epochs == 0
+
+
+def test_max_time_waits_for_the_minimums():
+    progress = FitProgress(max_epochs=5, min_epochs=1, max_time=0.0)
+    progress.start(distributed=False)
+    assert progress.stop_reason() is None and progress.should_stop  # up, but min_epochs is not reached
+    assert progress.ask_at_step == 0  # still pending: asked at every step
+    progress.current_epoch = 1
+    assert progress.stop_reason(at_epoch_end=True) == "max_time"
+
+
+def test_max_time_zero_is_allowed_and_a_negative_one_is_not():
+    ember.Trainer(max_time={"seconds": 0}, logger=False)
+    ember.Trainer(max_time="00:00:00:00", logger=False)
+    with pytest.raises(ValueError, match="max_time"):
+        ember.Trainer(max_time={"seconds": -1}, logger=False)

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
-
-import torch
 
 from ember.checkpoint.rng import capture_rng_states, restore_rng_states
 from ember.engine import Events, Priority
 from ember.trainer.checkpointing import loader_generator
 from ember.trainer.data import batch_transfer, eval_data, find_loaders, inner_loaders, train_data, val_check_batch
 from ember.trainer.hooks import Dispatch
-from ember.trainer.preemption import Preempted
 from ember.trainer.resume import EpochData, ResumePoint, fit_state_dict, load_fit_state
 from ember.trainer.stepping import AutomaticOptimization, NoOptimizer, Stepper, manual_outputs, step_scheduler
+from ember.trainer.stopping import agree_on_stop_requests, save_preemption_checkpoint_and_exit, stop_requested_now
 from ember.trainer.views import RunningStage
 
 
@@ -48,6 +45,7 @@ class FitLoop:
         self.train_loaded_at: float | None = None
         self.val_loaded_at: float | None = None
         self._iteration_completed: Any = None
+        self.training_started = False  # on_train_start ran (a stop requested before it skips training)
 
     # ------------------------------------------------------------------ attach / detach
 
@@ -149,11 +147,24 @@ class FitLoop:
         tr.state.stage = RunningStage.TRAINING
         self.dispatch.call("on_fit_start")
         self.run_sanity_check()
+        self.training_started = False
+        if self._stop_before_training(engine):  # asked in on_fit_start, or max_time=0: no on_train_start
+            return
         epoch = self.progress.current_epoch
         if self.val_loaded_at is None and self.validation_epoch(epoch):  # as Lightning: loaded here, not later
             self.val_loaded_at = epoch
         self.dispatch.call("on_train_start")
+        self.training_started = True
         self.progress.start_clock()
+        self._stop_before_training(engine)  # asked in on_train_start: no epoch, on_train_end runs
+
+    def _stop_before_training(self, engine: Any) -> bool:
+        """As Lightning, a stop requested before the first epoch ends the run there (a resumed
+        checkpoint decides for itself, at its first epoch's start)."""
+        if self.resume is None and stop_requested_now(self.trainer, self.progress):
+            engine.terminate()
+            return True
+        return False
 
     def fit_without_training(self) -> None:
         """``max_epochs=0``: on_fit_start, the sanity check, on_fit_end (Lightning's order)."""
@@ -195,6 +206,10 @@ class FitLoop:
         ctx.epoch_level = True
         self.dispatch.call("on_train_epoch_start")
         ctx.epoch_level = False
+        if not consumed and stop_requested_now(tr, progress):  # as Lightning: asked before the first batch
+            progress.epoch_cut_short = progress.skip_epoch_validation = True
+            engine.terminate_epoch()
+            return
         self.data.start_epoch(resume if consumed else None, self.module)
         # a fresh pass over the data every epoch, as in Lightning (the Engine would go on with the
         # iterator of the epoch before when an epoch is shorter than the data)
@@ -289,29 +304,32 @@ class FitLoop:
                 progress.counted_iteration = state.iteration  # see FitProgress.batch_end_pending
             if not distributed:
                 if progress.global_step >= progress.ask_at_step:
-                    loop._stop_mid_epoch(engine)
+                    loop._stop_mid_epoch(engine, validated)
             elif progress.global_step >= progress.step_limit:  # the same step on every process
-                loop._stop_mid_epoch(engine)
+                loop._stop_mid_epoch(engine, validated)
             elif validated or state.iteration % log_every == 0:
-                loop._agree_on_stop_requests()
-                loop._stop_mid_epoch(engine)
+                agree_on_stop_requests(tr, progress)
+                loop._stop_mid_epoch(engine, validated)
 
         return on_iteration_completed
 
-    def _stop_mid_epoch(self, engine: Any) -> None:
+    def _stop_mid_epoch(self, engine: Any, validated: bool = False) -> None:
         """Act on :meth:`FitProgress.stop_reason` inside an epoch: a signal saves a checkpoint and
         exits (once an accumulation in progress has stepped); any other reason ends the epoch first
         (as in Lightning: its end hooks run, its epoch values are logged and it counts as completed)
-        and the run stops at its EPOCH_COMPLETED."""
+        and the run stops at its EPOCH_COMPLETED. ``validated``: this batch ran its validation
+        already (as Lightning, the stop does not run another)."""
         progress = self.progress
         reason = progress.stop_reason()
         if reason is None:
             return
         if reason == "signal":
             if not progress.micro:
-                self._save_preemption_checkpoint_and_exit()
+                save_preemption_checkpoint_and_exit(self.trainer, progress)
             return
         state = engine.state
+        if validated:
+            progress.skip_epoch_validation = True
         if reason == "max_steps":  # Lightning validates only when the last batch of the epoch was reached
             if state.epoch_length is None:  # data without a length: Lightning knows, having fetched one ahead
                 progress.skip_epoch_validation = not self.data.exhausted()
@@ -346,37 +364,12 @@ class FitLoop:
         progress.current_epoch = state.epoch
         ctx.epoch_level = False
         if tr.world_size > 1:  # all processes stop at the same epoch if any of them wants to
-            self._agree_on_stop_requests()
+            agree_on_stop_requests(tr, progress)
         reason = progress.stop_reason(at_epoch_end=True)
         if reason == "signal":
-            self._save_preemption_checkpoint_and_exit()
+            save_preemption_checkpoint_and_exit(tr, progress)
         elif reason is not None and reason != "max_epochs":  # the Engine's own max_epochs ends the run
             engine.terminate()
-
-    def _save_preemption_checkpoint_and_exit(self) -> None:
-        tr = self.trainer
-        cb = tr.checkpoint_callback
-        directory = cb.dirpath if cb is not None and cb.dirpath else os.path.join(tr.log_dir, "checkpoints")
-        path = os.path.join(directory, "last.ckpt")
-        tr._checkpoint.save(path, False)  # this process alone: no barrier (the others may not be stopping)
-        if cb is not None:
-            cb.last_model_path = path
-        raise Preempted(self.progress.signal or "a stop signal", path)
-
-    def _agree_on_stop_requests(self) -> None:
-        """Merge every process's stop requests (should_stop, a signal, max_time) so that all of them
-        decide alike: one collective, every process at the same point."""
-        tr, progress = self.trainer, self.progress
-        local = [progress.should_stop, progress.signal is not None, progress.time_up or progress.past_deadline()]
-        flags = tr.strategy.reduce(torch.tensor(local, dtype=torch.float32, device=tr.root_device), "max").tolist()
-        should_stop, signal, time_up = (bool(f) for f in flags)
-        if signal and progress.signal is None:
-            progress.signal = "a stop signal (received by another process)"
-        if time_up:
-            progress.time_up = True
-        if should_stop and not progress.should_stop:
-            progress.request_stop()
-        progress.ask_now()
 
     def _step_epoch_schedulers(self, epoch: int) -> None:
         """After on_train_epoch_end: the "epoch" ReduceLROnPlateau schedulers (see AutomaticOptimization)."""
@@ -455,7 +448,8 @@ class FitLoop:
             tr._logging.enabled = True
 
     def _on_completed(self, engine: Any) -> None:
-        self.dispatch.call("on_train_end")
+        if self.training_started:  # (a stop requested before training skips on_train_start and _end)
+            self.dispatch.call("on_train_end")
         self.dispatch.call("on_fit_end")
 
     # ------------------------------------------------------------------ checkpoint state

@@ -35,7 +35,9 @@ class FitProgress:
         max_time: float | None = None,
     ) -> None:
         self.max_epochs = max_epochs
-        self.min_epochs = min_epochs or 0
+        # as Lightning: min_steps alone implies min_epochs=1 (a stop asked for before training starts
+        # still trains one epoch)
+        self.min_epochs = min_epochs if min_epochs is not None else (1 if min_steps is not None else 0)
         self.max_steps = max_steps
         self.min_steps = min_steps or 0
         self.max_time = max_time
@@ -75,7 +77,7 @@ class FitProgress:
         self.counted_iteration = 0
         self.stopped_by = None
         self.clock_decides = not distributed
-        self.deadline = time.monotonic() + self.max_time if self.max_time else 0.0
+        self.deadline = time.monotonic() + self.max_time if self.max_time is not None else 0.0
 
     def start_clock(self) -> None:
         """Ask for a stop check when max_time is up (one process only: several agree on it instead)."""
@@ -117,8 +119,8 @@ class FitProgress:
 
         ``signal``: a stop signal arrived (the caller saves a checkpoint and exits); ``max_steps``;
         ``max_time`` (checked against the clock in a one-process run; agreed by all processes in a
-        distributed one); ``should_stop``: requested, once ``min_epochs`` and ``min_steps`` are
-        reached; ``max_epochs`` (only ``at_epoch_end``, once ``current_epoch`` counts the epoch).
+        distributed one) and ``should_stop`` (requested), both once ``min_epochs`` and ``min_steps``
+        are reached; ``max_epochs`` (only ``at_epoch_end``, once ``current_epoch`` counts the epoch).
         """
         self.ask_at_step = self.step_limit  # re-armed first: a signal or the timer asking meanwhile is not lost
         reason = self._reason(at_epoch_end)
@@ -137,9 +139,8 @@ class FitProgress:
             self.time_up = True
         if self.time_up:
             self.should_stop = True  # as Lightning's Timer does (not saved: see state_dict)
-            return "max_time"
         if self.should_stop and self.current_epoch >= self.min_epochs and self.global_step >= self.min_steps:
-            return "should_stop"
+            return "max_time" if self.time_up else "should_stop"  # as Lightning, both wait for the minimums
         if at_epoch_end and self.max_epochs is not None and self.current_epoch >= self.max_epochs:
             return "max_epochs"
         return None
