@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import cProfile
 import io
 import os
-import pstats
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.profilers.base import Profiler
+
+if TYPE_CHECKING:
+    import cProfile
 
 
 class AdvancedProfiler(Profiler):
@@ -49,7 +50,12 @@ class AdvancedProfiler(Profiler):
         if self._running:
             self.profiled_actions[self._running[-1]].disable()
         self._running.append(action_name)
-        self.profiled_actions.setdefault(action_name, cProfile.Profile()).enable()
+        prof = self.profiled_actions.get(action_name)
+        if prof is None:  # one per action, made once (cProfile imported only when profiling)
+            import cProfile
+
+            prof = self.profiled_actions[action_name] = cProfile.Profile()
+        prof.enable()
 
     def stop(self, action_name: str) -> None:
         if action_name not in self._running:
@@ -60,6 +66,8 @@ class AdvancedProfiler(Profiler):
             self.profiled_actions[self._running[-1]].enable()
 
     def summary(self) -> str:
+        import pstats
+
         sections = [self._header()]
         for action, prof in self.profiled_actions.items():
             if action in self._running:

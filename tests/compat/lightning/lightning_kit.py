@@ -8,8 +8,10 @@ and Trainer from it, so the code is the same on both sides but for the imports.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -114,3 +116,27 @@ def quiet_fit(trainer: Any, *args: Any, **kwargs: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(*args, **kwargs)
+
+
+def checkpoint_view(cb: Any, folder: Path) -> dict[str, Any]:
+    """What a user sees of a ModelCheckpoint: the files in ``folder`` (with each one's global_step)
+    and the callback's bookkeeping, paths as file names."""
+    name = lambda p: os.path.basename(p) if p else p  # noqa: E731
+    files = {}
+    if folder.exists():
+        for p in sorted(folder.iterdir()):
+            files[p.name] = torch.load(p, weights_only=False)["global_step"]
+    return {
+        "files": files,
+        "best": name(cb.best_model_path),
+        "best_score": None if cb.best_model_score is None else float(cb.best_model_score),
+        "last": name(cb.last_model_path),
+        "kth": name(cb.kth_best_model_path),
+        "best_k": {name(k): float(v) for k, v in cb.best_k_models.items()},
+        "current": None if cb.current_score is None else float(cb.current_score),
+    }
+
+
+def on_both(tmp_path: Path, scenario: Any) -> tuple[Any, Any]:
+    """``scenario(fw, tmp_path / fw.name)`` on Lightning, then on Ember."""
+    return tuple(scenario(fw, tmp_path / fw.name) for fw in BOTH)

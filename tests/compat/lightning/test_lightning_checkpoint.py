@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 import torch
-from lightning_kit import BOTH, EMBER, LIGHTNING, Framework, data, quiet_fit, regression_module
+from lightning_kit import (
+    BOTH,
+    EMBER,
+    LIGHTNING,
+    Framework,
+    checkpoint_view,
+    data,
+    on_both,
+    quiet_fit,
+    regression_module,
+)
 
 VALUES = (5.0, 3.0, 4.0, 1.0, 0.5)  # val_loss per epoch
 
@@ -35,24 +45,6 @@ def scripted_module(fw: Framework, values: tuple[float, ...], fail_at_step: int 
             self.log("val_loss", torch.tensor(values[self.current_epoch]))
 
     return Scripted()
-
-
-def observe(cb: Any, folder: Path) -> dict[str, Any]:
-    """What a user sees: the files (with each one's global_step) and the callback's bookkeeping."""
-    name = lambda p: os.path.basename(p) if p else p  # noqa: E731
-    files = {}
-    if folder.exists():
-        for p in sorted(folder.iterdir()):
-            files[p.name] = torch.load(p, weights_only=False)["global_step"]
-    return {
-        "files": files,
-        "best": name(cb.best_model_path),
-        "best_score": None if cb.best_model_score is None else float(cb.best_model_score),
-        "last": name(cb.last_model_path),
-        "kth": name(cb.kth_best_model_path),
-        "best_k": {name(k): float(v) for k, v in cb.best_k_models.items()},
-        "current": None if cb.current_score is None else float(cb.current_score),
-    }
 
 
 def fit(
@@ -74,11 +66,7 @@ def fit(
                   ckpt_path=ckpt_path)  # fmt: skip
     except RuntimeError as err:
         error = str(err)
-    return {**observe(cb, root / "c"), "error": error}
-
-
-def on_both(tmp_path: Path, scenario: Any) -> tuple[Any, Any]:
-    return tuple(scenario(fw, tmp_path / fw.name) for fw in BOTH)
+    return {**checkpoint_view(cb, root / "c"), "error": error}
 
 
 # ---------------------------------------------------------------------- names
@@ -102,7 +90,7 @@ def test_last_name_template_on_a_subclass(tmp_path):
         cb = Named(dirpath=str(root / "c"), save_last=True, monitor="val_loss", filename="best")
         quiet_fit(fw.trainer(root, max_epochs=2, enable_checkpointing=True, callbacks=[cb], num_sanity_val_steps=0),
                   scripted_module(fw, VALUES), data(32), data(16))  # fmt: skip
-        return observe(cb, root / "c")
+        return checkpoint_view(cb, root / "c")
 
     lightning, ember = on_both(tmp_path, scenario)
     assert ember == lightning

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from lightning_kit import BOTH, LIGHTNING, Framework, data, regression_module
+from lightning_kit import BOTH, LIGHTNING, Framework, checkpoint_view, data, on_both, regression_module
 from torch.nn import functional as F
 
 VALUES = (5.0, 3.0, 4.0, 1.0, 2.0, 6.0, 0.5, 7.0)  # val_loss of the 1st, 2nd, ... validation run
@@ -114,25 +114,13 @@ def fit(
     if messages is not None:
         messages.extend(str(w.message) for w in caught)
     monitor = checkpoint_args.get("monitor")
-    name = lambda p: os.path.basename(p) if p else p  # noqa: E731
-    files = {p.name: torch.load(p, weights_only=False)["global_step"] for p in sorted(folder.iterdir())} if folder.exists() else {}
     return {
-        "files": files,
+        **checkpoint_view(cb, folder),
         "saves": recorder.saves,
-        "best": name(cb.best_model_path),
-        "best_score": None if cb.best_model_score is None else float(cb.best_model_score),
-        "last": name(cb.last_model_path),
-        "kth": name(cb.kth_best_model_path),
-        "best_k": {name(k): float(v) for k, v in cb.best_k_models.items()},
-        "current": None if cb.current_score is None else float(cb.current_score),
         "error": error is not None and monitor is not None and repr(monitor) in error,
         "raised": error is not None,
         "warned": monitor is not None and any(repr(monitor) in str(w.message) for w in caught),
     }
-
-
-def on_both(tmp_path: Path, scenario: Any) -> tuple[Any, Any]:
-    return tuple(scenario(fw, tmp_path / fw.name) for fw in BOTH)
 
 
 def without_last(seen: dict[str, Any]) -> dict[str, Any]:
